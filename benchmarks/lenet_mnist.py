@@ -1,0 +1,164 @@
+"""LeNet-300-100 on real MNIST with the paper's protocol; writes a markdown table beside the
+paper's reference points (Frankle & Carbin 2019, Figs. 1, 3, 4; ../shared/PAPER.md).
+
+Resumable: rerun the same command and finished units are skipped. Wall time is summed over all
+invocations that did work (recorded in <run dir>/bench_wall.json).
+
+    python benchmarks/lenet_mnist.py --data-dir ../shared/datasets --trials 3 --iterations 10000 \
+        --levels 15 --branches ticket,reinit,random_mask --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from lth.config import ExperimentConfig
+from lth.data import load_splits
+from lth.lottery import Lottery
+from lth.pruning import paper_lenet_remaining
+from lth.presets import get_preset
+from lth.report import aggregate, markdown_table
+from lth.store import RunStore, atomic_write_bytes, atomic_write_json, read_json
+
+
+def machine_info() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}")
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def paper_comparison(records: list[dict], levels: int) -> str:
+    """Measured values at the paper's reference points next to what the paper reports."""
+    ok = [r for r in records if r.get("status", "ok") == "ok"]
+
+    def pick(level: int, branch: str, key: str) -> list[float]:
+        return [r[key] for r in ok if r["level"] == level and r["branch"] == branch]
+
+    lines = ["| reference point | paper | measured |", "|---|---|---|"]
+    for n in (3, 7, 9, 12, 15):
+        if n <= levels:
+            w = pick(n, "ticket", "weights_remaining")
+            if w:
+                lines.append(f"| weights remaining after {n} levels | {100 * paper_lenet_remaining(n):.2f}% "
+                             f"| {100 * _mean(w):.2f}% |")
+    dense_acc = pick(0, "ticket", "early_stop_test_accuracy")
+    dense_it = pick(0, "ticket", "early_stop_iteration")
+    if dense_acc:
+        lines.append(f"| dense test accuracy at early stop | about 98% | {100 * _mean(dense_acc):.2f}% |")
+    if 9 <= levels and dense_acc:
+        t = pick(9, "ticket", "early_stop_test_accuracy")
+        if t:
+            lines.append(f"| ticket at 13.5% minus dense, test acc. | > +0.3 points | "
+                         f"{100 * (_mean(t) - _mean(dense_acc)):+.2f} points |")
+    if 7 <= levels and dense_it:
+        t_it = pick(7, "ticket", "early_stop_iteration")
+        r_it = pick(7, "reinit", "early_stop_iteration")
+        t_acc = pick(7, "ticket", "early_stop_test_accuracy")
+        r_acc = pick(7, "reinit", "early_stop_test_accuracy")
+        if t_it:
+            lines.append(f"| ticket at 21.1%: early stop vs dense | 38% earlier | "
+                         f"{100 * (1 - _mean(t_it) / _mean(dense_it)):.0f}% earlier |")
+        if t_it and r_it:
+            lines.append(f"| ticket at 21.1%: early stop speed-up vs reinit | 2.51x | "
+                         f"{_mean(r_it) / _mean(t_it):.2f}x |")
+        if t_acc and r_acc:
+            lines.append(f"| ticket minus reinit at 21.1%, test acc. | +0.5 points | "
+                         f"{100 * (_mean(t_acc) - _mean(r_acc)):+.2f} points |")
+    smallest = max((r["level"] for r in ok), default=0)
+    if smallest > 0 and dense_acc:
+        for b in ("ticket", "reinit", "random_mask"):
+            a = pick(smallest, b, "early_stop_test_accuracy")
+            if a:
+                w = _mean(pick(smallest, b, "weights_remaining"))
+                expect = {"ticket": "matches dense down to about 3.6%",
+                          "reinit": "falls off below about 21%",
+                          "random_mask": "falls off fastest"}[b]
+                lines.append(f"| {b} at {100 * w:.2f}% minus dense, test acc. | {expect} | "
+                             f"{100 * (_mean(a) - _mean(dense_acc)):+.2f} points |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--iterations", type=int, default=10_000)
+    ap.add_argument("--levels", type=int, default=15)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--branches", default="ticket,reinit,random_mask")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", default="bench_out")
+    ap.add_argument("--results", default="benchmarks/results",
+                    help="folder for lenet_mnist.md / lenet_mnist.json")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    base = get_preset("lenet300-mnist").to_dict()
+    base["lottery"].update(trials=args.trials, levels=args.levels,
+                           branches=tuple(args.branches.split(",")))
+    base["train"].update(iterations=args.iterations, eval_every=args.eval_every)
+    cfg = ExperimentConfig.from_dict(base)
+    splits = load_splits("mnist", args.data_dir, val_size=cfg.data.val_size,
+                         split_seed=cfg.data.split_seed)
+    t0 = time.perf_counter()
+    with RunStore.open(cfg, root=Path(args.out)) as store:
+        records = Lottery(cfg, store, splits, log=lambda s: print(s, flush=True)).run()
+        wall_path = store.path / "bench_wall.json"
+        wall = read_json(wall_path) if wall_path.exists() else {"seconds": 0.0, "invocations": []}
+        spent = time.perf_counter() - t0
+        wall["seconds"] += spent
+        wall["invocations"].append({"seconds": round(spent, 1), "machine": machine_info()})
+        atomic_write_json(wall_path, wall)
+        run_dir = store.path
+
+    command = "python benchmarks/lenet_mnist.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    units = len(records)
+    md = [
+        "# LeNet-300-100 on MNIST: measured IMP results",
+        "",
+        f"- command: `{command}`",
+        f"- configuration: {args.trials} trials, {args.iterations} iterations per unit, levels 0-"
+        f"{args.levels}, branches {args.branches}, Adam 1.2e-3, batch 60, 5,000-image validation split, "
+        f"evaluation every {args.eval_every} iterations",
+        f"- machine: {machine_info()}",
+        f"- wall time: {wall['seconds'] / 60:.1f} min over {len(wall['invocations'])} invocation(s), "
+        f"{units} units",
+        f"- run directory: `{run_dir}`",
+        "",
+        "Mean over trials, [min, max] in brackets. Early-stop iteration = iteration of minimum "
+        "validation loss; test accuracy is read at that iteration.",
+        "",
+        markdown_table(aggregate(records)),
+        "## Against the paper's reference points",
+        "",
+        paper_comparison(records, args.levels),
+    ]
+    out = Path(args.results)
+    atomic_write_bytes(out / "lenet_mnist.md", "\n".join(md).encode())
+    atomic_write_json(out / "lenet_mnist.json", {"config": cfg.to_dict(), "wall": wall, "records": records})
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""The ``lth`` command line: thin; parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .config import ConfigError, ExperimentConfig, apply_overrides
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lth",
+        description="Find, test and study lottery tickets (Frankle & Carbin, ICLR 2019).",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="run an iterative magnitude pruning experiment (resumable)",
+        description="Run IMP: train dense, prune, reset/rewind, retrain, for each level and trial. "
+        "Rerunning the same command continues where it stopped; more --levels, --trials or "
+        "--branches extend the same run directory.",
+    )
+    run.add_argument("--preset", default="digits-quick",
+                     help="named configuration (see `lth presets`; default: digits-quick)")
+    run.add_argument("--data-dir", help="folder holding mnist/, fashion-mnist/, cifar-10/ "
+                     "(default: $LTH_DATA, then the user cache directory)")
+    run.add_argument("--levels", type=int, help="pruning levels after the dense level 0")
+    run.add_argument("--trials", type=int, help="independent trials (different init and data order)")
+    run.add_argument("--iterations", type=int, help="training iterations per unit")
+    run.add_argument("--eval-every", type=int, help="iterations between validation/test evaluations")
+    run.add_argument("--rewind-iteration", type=int, metavar="K",
+                     help="reset survivors to their values at iteration K (0 = theta0)")
+    run.add_argument("--one-shot", action="store_true", default=None,
+                     help="prune the trained dense network directly to each level's size")
+    run.add_argument("--branches", help="comma-separated: ticket,reinit,random_mask")
+    run.add_argument("--seed", type=int, help="base seed for every source of randomness")
+    run.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    run.add_argument("--out", default="runs", help="root folder for run directories (default: runs)")
+    run.add_argument("--run-dir", help="exact run directory to use instead of <out>/<name>-<hash>")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                     help="override any configuration value, e.g. --set train.lr=0.001 (repeatable)")
+    run.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's choice)")
+    run.add_argument("--quiet", action="store_true", help="print only the final table")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the resolved configuration and run directory, then exit")
+
+    sub.add_parser("presets", help="list the named configurations")
+
+    rep = sub.add_parser("report", help="print the results table of a run directory")
+    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
+    from .presets import get_preset
+
+    cfg = get_preset(args.preset)
+    lot: dict[str, object] = {}
+    if args.levels is not None:
+        lot["levels"] = args.levels
+    if args.trials is not None:
+        lot["trials"] = args.trials
+    if args.rewind_iteration is not None:
+        lot["rewind_iteration"] = args.rewind_iteration
+    if args.one_shot:
+        lot["one_shot"] = True
+    if args.branches is not None:
+        lot["branches"] = tuple(b.strip() for b in args.branches.split(",") if b.strip())
+    if args.seed is not None:
+        lot["seed"] = args.seed
+    tr: dict[str, object] = {}
+    if args.iterations is not None:
+        tr["iterations"] = args.iterations
+    if args.eval_every is not None:
+        tr["eval_every"] = args.eval_every
+    rt: dict[str, object] = {}
+    if args.device is not None:
+        rt["device"] = args.device
+    if args.threads is not None:
+        rt["threads"] = args.threads
+    # Apply all flag changes at once through a dict so cross-field checks see the final values.
+    d = cfg.to_dict()
+    d["lottery"].update(lot)
+    d["train"].update(tr)
+    d["runtime"].update(rt)
+    cfg = ExperimentConfig.from_dict(d)
+    return apply_overrides(cfg, args.overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_splits
+    from .lottery import Lottery
+    from .models import build_model
+    from .report import aggregate, text_table
+    from .store import RunStore
+
+    cfg = resolve_config(args)
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    if args.dry_run:
+        from .config import config_hash
+        import json
+
+        print(json.dumps(cfg.to_dict(), indent=2))
+        print(f"run directory: {args.run_dir or Path(args.out) / f'{cfg.name}-{config_hash(cfg)}'}")
+        return 0
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    splits = load_splits(cfg.data.dataset, args.data_dir, val_size=cfg.data.val_size,
+                         split_seed=cfg.data.split_seed, device=cfg.runtime.device)
+    build_model(cfg.model.name, splits.input_shape, splits.num_classes)  # fail fast on a bad fit
+    log(f"data {cfg.data.dataset}: {len(splits.train_y)} train / {len(splits.val_y)} validation / "
+        f"{len(splits.test_y)} test; model {cfg.model.name}; device {cfg.runtime.device}")
+    store = RunStore.open(cfg, root=Path(args.out), run_dir=Path(args.run_dir) if args.run_dir else None)
+    with store:
+        records = Lottery(cfg, store, splits, log=log).run()
+    print()
+    print(text_table(aggregate(records)), end="")
+    print(f"\nresults: {store.path / 'summary.json'}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .presets import describe_presets
+
+    items = describe_presets()
+    w = max(len(n) for n, _ in items)
+    for name, desc in items:
+        print(f"{name.ljust(w)}  {desc}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    print(report(args.run_dir, args.format), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .data import DataError
+    from .models import ModelError
+    from .presets import PresetError
+    from .store import StoreError
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handler = {"run": cmd_run, "presets": cmd_presets, "report": cmd_report}[args.command]
+    try:
+        return handler(args)
+    except (ConfigError, DataError, ModelError, PresetError, StoreError, FileNotFoundError) as e:
+        print(f"lth: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nlth: interrupted; rerun the same command to continue from the last checkpoint",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,224 @@
+"""The experiment store: one directory per resolved configuration, written crash-safely.
+
+Layout::
+
+    <root>/<name>-<hash>/
+        config.json                 resolved configuration (identity_dict decides the hash)
+        summary.json                one record per finished (trial, level, branch)
+        .lock                       held by the running process (fcntl)
+        trial_<T>/
+            theta0.pt               the initialisation
+            rewind.pt               theta_k, when rewinding (k > 0)
+            level_<L>/
+                mask.pt             the level's mask (bool tensors)
+                <branch>/
+                    checkpoint.pt   while training (resume point), removed when done
+                    metrics.jsonl   one evaluation per line
+                    final.pt        trained weights
+                    result.json     written last: its presence means "finished"
+
+Every file appears atomically (temporary file in the same directory, fsync, rename), so a process
+killed at any moment leaves either the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .config import ExperimentConfig, config_hash
+
+RESULT = "result.json"
+
+
+class StoreError(RuntimeError):
+    """A problem with the run directory (locked, different config, unwritable)."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if e.errno == errno.ENOSPC:
+            raise StoreError(
+                f"no space left on the device while writing {path}; the previous version of the "
+                "file is intact. Free some space and rerun the same command to continue."
+            ) from e
+        if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise StoreError(
+                f"cannot write {path} ({e.strerror}); choose a writable --out directory"
+            ) from e
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def torch_load(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}." if isinstance(a.get(k, b.get(k)), dict)
+                         else f"{prefix}{k}")
+        return out
+    if isinstance(a, list):
+        a = tuple(a)
+    if isinstance(b, list):
+        b = tuple(b)
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} (stored) != {b!r} (now)"]
+
+
+class RunStore:
+    """Access to one run directory. Use :meth:`open` to create/lock it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------------ opening and locking
+    @classmethod
+    def open(cls, cfg: ExperimentConfig, root: Path | None = None, run_dir: Path | None = None,
+             *, lock: bool = True) -> "RunStore":
+        if run_dir is None:
+            root = Path(root if root is not None else "runs")
+            run_dir = root / f"{cfg.name}-{config_hash(cfg)}"
+        store = cls(Path(run_dir))
+        try:
+            store.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create run directory {store.path}: {e.strerror}") from e
+        if lock:
+            store.acquire_lock()
+        try:
+            store._check_config(cfg)
+        except BaseException:
+            store.release_lock()
+            raise
+        return store
+
+    def acquire_lock(self) -> None:
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = ""
+            try:
+                holder = (self.path / ".lock").read_text().strip()
+            except OSError:
+                pass
+            raise StoreError(
+                f"run directory {self.path} is in use by another lth process"
+                f"{f' ({holder})' if holder else ''}; wait for it to finish, or stop it and rerun "
+                "the same command to continue"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def release_lock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release_lock()
+
+    def _check_config(self, cfg: ExperimentConfig) -> None:
+        path = self.path / "config.json"
+        if path.exists():
+            stored = read_json(path)
+            old = ExperimentConfig.from_dict(stored)
+            diffs = _diff(old.identity_dict(), cfg.identity_dict())
+            if diffs:
+                raise StoreError(
+                    f"run directory {self.path} holds results of a different configuration; "
+                    "refusing to mix them. Differing fields:\n  " + "\n  ".join(diffs)
+                    + "\nUse another --out/--run-dir, or rerun with the stored configuration."
+                )
+        atomic_write_json(path, cfg.to_dict())
+
+    # ------------------------------------------------------------------ paths
+    def trial_dir(self, trial: int) -> Path:
+        return self.path / f"trial_{trial}"
+
+    def level_dir(self, trial: int, level: int) -> Path:
+        return self.trial_dir(trial) / f"level_{level}"
+
+    def unit_dir(self, trial: int, level: int, branch: str) -> Path:
+        return self.level_dir(trial, level) / branch
+
+    def is_done(self, trial: int, level: int, branch: str) -> bool:
+        return (self.unit_dir(trial, level, branch) / RESULT).exists()
+
+    def result(self, trial: int, level: int, branch: str) -> dict[str, Any]:
+        return read_json(self.unit_dir(trial, level, branch) / RESULT)
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        for p in sorted(self.path.glob(f"trial_*/level_*/*/{RESULT}")):
+            yield read_json(p)
+
+    def write_summary(self) -> list[dict[str, Any]]:
+        records = sorted(self.results(), key=lambda r: (r["trial"], r["level"], r["branch"]))
+        atomic_write_json(self.path / "summary.json", records)
+        return records
+
+
+def config_from_run(run_dir: Path) -> ExperimentConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise StoreError(f"{run_dir} is not an lth run directory (no config.json)")
+    return ExperimentConfig.from_dict(read_json(path))

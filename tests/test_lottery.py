@@ -1,0 +1,271 @@
+"""The IMP driver end to end on real data (scikit-learn digits; MNIST in the slow test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from lth.config import ExperimentConfig
+from lth.data import load_splits
+from lth.lottery import Lottery, expected_weights_remaining, layer_rates
+from lth.models import build_model
+from lth.presets import get_preset
+from lth.pruning import density, is_nested, keep_counts_layerwise
+from lth.store import RunStore, StoreError, torch_load
+from lth.train import evaluate
+
+
+def make_cfg(**over) -> ExperimentConfig:
+    d = get_preset("digits-quick").to_dict()
+    d["train"].update(iterations=120, eval_every=40)
+    d["lottery"].update(levels=3, trials=1, branches=("ticket", "reinit", "random_mask"))
+    d["runtime"].update(checkpoint_every=50)
+    for k, v in over.items():
+        sec, name = k.split("__")
+        d[sec][name] = v
+    return ExperimentConfig.from_dict(d)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits("digits", val_size=300, split_seed=0)
+
+
+def run(cfg, root, digits, **kw):
+    with RunStore.open(cfg, root=root, **kw) as store:
+        records = Lottery(cfg, store, digits, log=lambda s: None).run()
+        return store.path, records
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, digits):
+    cfg = make_cfg()
+    path, records = run(cfg, tmp_path_factory.mktemp("runs"), digits)
+    return cfg, path, records
+
+
+def masks(path: Path, trial: int = 0) -> dict[int, dict[str, torch.Tensor]]:
+    return {int(p.parent.name.split("_")[1]): torch_load(p)
+            for p in sorted((path / f"trial_{trial}").glob("level_*/mask.pt"))}
+
+
+def test_summary_has_one_record_per_unit_with_required_fields(finished):
+    cfg, path, records = finished
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary == records
+    assert len(summary) == 1 + 3 * 3
+    need = {"trial", "level", "branch", "weights_remaining", "early_stop_iteration",
+            "early_stop_test_accuracy", "final_test_accuracy", "min_val_loss"}
+    for r in summary:
+        assert need <= set(r), r
+        assert r["status"] == "ok"
+        hist = [json.loads(line) for line in
+                (path / f"trial_0/level_{r['level']}/{r['branch']}/metrics.jsonl").read_text().splitlines()]
+        best = min(hist, key=lambda h: h["val_loss"])
+        assert r["early_stop_iteration"] == best["iteration"]
+        assert r["early_stop_test_accuracy"] == best["test_accuracy"]
+        assert r["min_val_loss"] == best["val_loss"]
+        assert r["final_test_accuracy"] == hist[-1]["test_accuracy"]
+
+
+def test_masks_are_nested_and_follow_the_counting_rule(finished, digits):
+    cfg, path, _ = finished
+    ms = masks(path)
+    model = build_model(cfg.model.name, digits.input_shape, digits.num_classes)
+    rates = layer_rates(model, cfg)
+    assert rates["out.weight"] == pytest.approx(cfg.prune.rate / 2)
+    prev = None
+    for level in sorted(ms):
+        m = ms[level]
+        assert density(m) == pytest.approx(expected_weights_remaining(cfg, model, level))
+        if prev is not None:
+            assert is_nested(m, prev)
+            want = keep_counts_layerwise(prev, rates)
+            assert {n: int(t.sum()) for n, t in m.items()} == want
+        prev = m
+
+
+def test_level_mask_prunes_the_smallest_trained_weights_of_the_previous_ticket(finished):
+    _, path, _ = finished
+    m1, m2 = masks(path)[1], masks(path)[2]
+    trained = torch_load(path / "trial_0/level_1/ticket/final.pt")
+    for n in m2:
+        newly_pruned = m1[n] & ~m2[n]
+        kept = m2[n]
+        assert trained[n][newly_pruned].abs().max() <= trained[n][kept].abs().min()
+
+
+def test_ticket_starts_from_theta0_under_the_mask_bit_for_bit(finished, digits):
+    cfg, path, records = finished
+    theta0 = torch_load(path / "trial_0/theta0.pt")
+    mask = masks(path)[2]
+    model = build_model(cfg.model.name, digits.input_shape, digits.num_classes)
+    with RunStore.open(cfg, run_dir=path) as store:
+        spec = Lottery(cfg, store, digits, log=lambda s: None).branch_spec(0, 2, "ticket", mask, theta0)
+    for n, m in mask.items():
+        assert torch.equal(spec.start_state[n], theta0[n])
+    # Observable check: the iteration-0 evaluation recorded for the level-2 ticket is exactly that
+    # of theta0 * mask.
+    state = {k: (v * mask[k] if k in mask else v) for k, v in theta0.items()}
+    model.load_state_dict(state)
+    vl, va = evaluate(model, digits.val_x, digits.val_y, 10_000)
+    first = json.loads((path / "trial_0/level_2/ticket/metrics.jsonl").read_text().splitlines()[0])
+    assert first["iteration"] == 0 and first["val_loss"] == vl and first["val_accuracy"] == va
+    # and the pruned weights are still exactly zero after training
+    final = torch_load(path / "trial_0/level_2/ticket/final.pt")
+    for n, m in mask.items():
+        assert torch.count_nonzero(final[n][~m]) == 0
+
+
+def test_reinit_keeps_the_mask_but_changes_the_values(finished, digits):
+    cfg, path, _ = finished
+    theta0 = torch_load(path / "trial_0/theta0.pt")
+    mask = masks(path)[1]
+    with RunStore.open(cfg, run_dir=path) as store:
+        lot = Lottery(cfg, store, digits, log=lambda s: None)
+        spec = lot.branch_spec(0, 1, "reinit", mask, theta0)
+        again = lot.branch_spec(0, 1, "reinit", mask, theta0)
+    assert spec.mask is mask
+    for n in mask:
+        assert not torch.equal(spec.start_state[n], theta0[n])
+        assert torch.equal(spec.start_state[n], again.start_state[n])  # seeded
+        # same distribution: Glorot normal std within 10%
+        assert spec.start_state[n].std().item() == pytest.approx(theta0[n].std().item(), rel=0.1)
+    final = torch_load(path / "trial_0/level_1/reinit/final.pt")
+    for n, m in mask.items():
+        assert torch.count_nonzero(final[n][~m]) == 0
+
+
+def test_random_mask_keeps_per_layer_counts_and_theta0(finished):
+    _, path, _ = finished
+    for level, m in masks(path).items():
+        if level == 0:
+            continue
+        rm = torch_load(path / f"trial_0/level_{level}/random_mask/mask.pt")
+        for n in m:
+            assert int(rm[n].sum()) == int(m[n].sum())
+            assert not torch.equal(rm[n], m[n])
+        final = torch_load(path / f"trial_0/level_{level}/random_mask/final.pt")
+        for n in rm:
+            assert torch.count_nonzero(final[n][~rm[n]]) == 0
+
+
+def test_rerun_skips_finished_units_and_never_rewrites_them(finished, digits):
+    cfg, path, records = finished
+    stamps = {p: p.stat().st_mtime_ns for p in path.glob("trial_*/level_*/*/result.json")}
+    lines: list[str] = []
+    with RunStore.open(cfg, run_dir=path) as store:
+        again = Lottery(cfg, store, digits, log=lines.append).run()
+    assert again == records
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert "10 already finished, 0 to train" in lines[0]
+
+
+def test_more_levels_and_trials_extend_the_same_run_directory(tmp_path, digits):
+    small = make_cfg(lottery__levels=1, lottery__branches=("ticket",))
+    p1, r1 = run(small, tmp_path, digits)
+    bigger = make_cfg(lottery__levels=2, lottery__trials=2, lottery__branches=("ticket", "reinit"))
+    p2, r2 = run(bigger, tmp_path, digits)
+    assert p1 == p2
+    assert r1[0] in r2 and len(r2) == 2 * (1 + 2 * 2)
+
+
+def test_interrupted_run_resumes_to_identical_results(tmp_path, digits, monkeypatch):
+    cfg = make_cfg(lottery__levels=2)
+    ref_path, ref = run(cfg, tmp_path / "ref", digits)
+
+    import lth.lottery as lottery_mod
+    real_save = lottery_mod.atomic_torch_save
+    calls = {"n": 0}
+
+    class Crash(Exception):
+        pass
+
+    def crashing_save(path, obj):
+        real_save(path, obj)
+        if Path(path).name == "checkpoint.pt":
+            calls["n"] += 1
+            if calls["n"] == 5:  # mid-unit, after a checkpoint of level 1
+                raise Crash
+
+    monkeypatch.setattr(lottery_mod, "atomic_torch_save", crashing_save)
+    with pytest.raises(Crash):
+        run(cfg, tmp_path / "b", digits)
+    monkeypatch.setattr(lottery_mod, "atomic_torch_save", real_save)
+    path = next((tmp_path / "b").iterdir())
+    assert list(path.glob("trial_0/level_*/*/checkpoint.pt")), "the crash left a checkpoint"
+    lines: list[str] = []
+    with RunStore.open(cfg, run_dir=path) as store:
+        resumed = Lottery(cfg, store, digits, log=lines.append).run()
+    assert any("resuming from checkpoint" in l for l in lines)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rs]
+    assert strip(resumed) == strip(ref)
+    for level, m in masks(ref_path).items():
+        other = masks(path)[level]
+        assert all(torch.equal(m[n], other[n]) for n in m)
+    assert not list(path.glob("trial_*/level_*/*/checkpoint.pt"))
+
+
+def test_rewinding_starts_tickets_from_theta_k(tmp_path, digits):
+    cfg = make_cfg(lottery__rewind_iteration=40, lottery__levels=1, lottery__branches=("ticket",))
+    path, records = run(cfg, tmp_path, digits)
+    theta_k = torch_load(path / "trial_0/rewind.pt")
+    theta0 = torch_load(path / "trial_0/theta0.pt")
+    assert any(not torch.equal(theta_k[n], theta0[n]) for n in theta0)
+    # theta_k is the dense network after exactly k iterations: retrain dense to k independently.
+    from lth.train import train
+    from lth.pruning import full_mask
+    from lth.models import prunable_parameters
+    from lth.seeds import derive_seed
+    model = build_model(cfg.model.name, digits.input_shape, digits.num_classes)
+    model.load_state_dict(theta0)
+    params = dict(model.named_parameters())
+    d = cfg.to_dict(); d["train"]["iterations"] = 40
+    short = ExperimentConfig.from_dict({**d, "lottery": {**d["lottery"], "rewind_iteration": 0}})
+    res = train(model, full_mask({n: params[n] for n in prunable_parameters(model)}), digits,
+                short.train, data_seed=derive_seed(cfg.lottery.seed, "data", 0))
+    for n in theta_k:
+        assert torch.equal(res.final_state[n], theta_k[n]), n
+    # the level-1 ticket's first evaluation is at iteration k and training continues to T
+    hist = (path / "trial_0/level_1/ticket/metrics.jsonl").read_text().splitlines()
+    assert json.loads(hist[0])["iteration"] == 40
+    assert json.loads(hist[-1])["iteration"] == cfg.train.iterations
+
+
+def test_one_shot_prunes_the_dense_network_to_each_levels_size(tmp_path, digits):
+    cfg = make_cfg(lottery__one_shot=True, lottery__levels=2, lottery__branches=("ticket",))
+    path, _ = run(cfg, tmp_path, digits)
+    ms = masks(path)
+    model = build_model(cfg.model.name, digits.input_shape, digits.num_classes)
+    dense_final = torch_load(path / "trial_0/level_0/ticket/final.pt")
+    for level in (1, 2):
+        assert density(ms[level]) == pytest.approx(expected_weights_remaining(cfg, model, level))
+        for n, m in ms[level].items():  # pruned by magnitude of the *dense* trained weights
+            assert dense_final[n][~m].abs().max() <= dense_final[n][m].abs().min()
+
+
+def test_different_config_in_same_directory_is_refused_with_the_differing_fields(finished, digits):
+    cfg, path, _ = finished
+    other = make_cfg(train__lr=0.01)
+    with pytest.raises(StoreError) as e:
+        RunStore.open(other, run_dir=path)
+    assert "train.lr" in str(e.value) and "0.0012" in str(e.value)
+
+
+def test_second_process_on_the_same_run_directory_is_refused(finished):
+    cfg, path, _ = finished
+    with RunStore.open(cfg, run_dir=path):
+        with pytest.raises(StoreError, match="in use by another lth process"):
+            RunStore.open(cfg, run_dir=path)
+
+
+def test_divergence_is_recorded_as_failed_and_other_units_continue(tmp_path, digits):
+    cfg = make_cfg(train__lr=1e6, train__optimizer="sgd", train__momentum=0.0, lottery__levels=1)
+    _, records = run(cfg, tmp_path, digits)
+    assert records[0]["status"] == "failed" and "error" in records[0]
+    assert "early_stop_test_accuracy" not in records[0]
