@@ -269,3 +269,19 @@ def test_divergence_is_recorded_as_failed_and_other_units_continue(tmp_path, dig
     _, records = run(cfg, tmp_path, digits)
     assert records[0]["status"] == "failed" and "error" in records[0]
     assert "early_stop_test_accuracy" not in records[0]
+
+
+def test_report_table_aggregates_mean_min_max_over_trials(tmp_path, digits):
+    from lth.report import aggregate, markdown_table, plot
+
+    cfg = make_cfg(lottery__levels=1, lottery__trials=2, lottery__branches=("ticket", "reinit"))
+    path, records = run(cfg, tmp_path, digits)
+    rows = {(r.level, r.branch): r for r in aggregate(records)}
+    assert set(rows) == {(0, "dense"), (1, "ticket"), (1, "reinit")}
+    accs = [100 * r["early_stop_test_accuracy"] for r in records if r["level"] == 1 and r["branch"] == "reinit"]
+    s = rows[(1, "reinit")].early_stop_test_accuracy
+    assert (s.mean, s.lo, s.hi, s.n) == (pytest.approx(sum(accs) / 2), min(accs), max(accs), 2)
+    md = markdown_table(list(rows.values()))
+    assert md.count("\n") == 2 + 3 and "| 1 | 80.42 | reinit |" in md
+    png = plot(path, tmp_path / "fig.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="print the results table of a run directory")
     rep.add_argument("run_dir", type=Path)
     rep.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+
+    pl = sub.add_parser("plot", help="plot early-stop iteration and accuracy vs weights remaining")
+    pl.add_argument("run_dir", type=Path)
+    pl.add_argument("--out", type=Path, help="PNG/PDF/SVG path (default: RUN_DIR/figure.png)")
+    pl.add_argument("--title")
     return p
 
 
@@ -142,10 +147,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .report import plot
+
+    out = plot(args.run_dir, args.out or args.run_dir / "figure.png", args.title)
+    print(out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .data import DataError
     from .models import ModelError
     from .presets import PresetError
+    from .report import ReportError
     from .store import StoreError
 
     parser = _parser()
@@ -153,10 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"run": cmd_run, "presets": cmd_presets, "report": cmd_report}[args.command]
+    handler = {"run": cmd_run, "presets": cmd_presets, "report": cmd_report,
+               "plot": cmd_plot}[args.command]
     try:
         return handler(args)
-    except (ConfigError, DataError, ModelError, PresetError, StoreError, FileNotFoundError) as e:
+    except (ConfigError, DataError, ModelError, PresetError, StoreError, ReportError) as e:
         print(f"lth: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
