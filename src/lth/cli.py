@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override any configuration value, e.g. --set train.lr=0.001 (repeatable)")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's choice)")
+    run.add_argument("--deterministic", action="store_true", default=None,
+                     help="use PyTorch's deterministic algorithms (for bit-reproducible GPU runs; "
+                     "CPU runs are deterministic already)")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
     run.add_argument("--dry-run", action="store_true",
                      help="print the resolved configuration and run directory, then exit")
@@ -87,6 +91,8 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
         rt["device"] = args.device
     if args.threads is not None:
         rt["threads"] = args.threads
+    if args.deterministic:
+        rt["deterministic"] = True
     # Apply all flag changes at once through a dict so cross-field checks see the final values.
     d = cfg.to_dict()
     d["lottery"].update(lot)
@@ -99,9 +105,9 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import load_splits
+    from .data import dataset_info, load_splits
     from .lottery import Lottery
-    from .models import build_model
+    from .models import check_fit
     from .report import aggregate, text_table
     from .store import RunStore
 
@@ -115,10 +121,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         print(f"run directory: {args.run_dir or Path(args.out) / f'{cfg.name}-{config_hash(cfg)}'}")
         return 0
+    if cfg.runtime.deterministic:
+        # cuBLAS needs a fixed workspace for deterministic results (PyTorch reproducibility notes).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    info = dataset_info(cfg.data.dataset)
+    check_fit(cfg.model.name, info.input_shape, info.num_classes, info.name)
     splits = load_splits(cfg.data.dataset, args.data_dir, val_size=cfg.data.val_size,
                          split_seed=cfg.data.split_seed, device=cfg.runtime.device)
-    build_model(cfg.model.name, splits.input_shape, splits.num_classes)  # fail fast on a bad fit
     log(f"data {cfg.data.dataset}: {len(splits.train_y)} train / {len(splits.val_y)} validation / "
         f"{len(splits.test_y)} test; model {cfg.model.name}; device {cfg.runtime.device}")
     store = RunStore.open(cfg, root=Path(args.out), run_dir=Path(args.run_dir) if args.run_dir else None)
@@ -174,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, ModelError, PresetError, StoreError, ReportError) as e:
         print(f"lth: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("\nlth: interrupted; rerun the same command to continue from the last checkpoint",
               file=sys.stderr)

@@ -196,6 +196,7 @@ class RuntimeConfig:
     checkpoint_every: int = 1000  # iterations between resumable checkpoints
     threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default
     eval_batch_size: int = 10_000  # examples per forward pass when evaluating a whole split
+    deterministic: bool = False  # torch.use_deterministic_algorithms (matters on CUDA only)
 
     def __post_init__(self) -> None:
         _positive_int("runtime", "checkpoint_every", self.checkpoint_every)

@@ -229,6 +229,8 @@ class Lottery:
             s = torch_load(ckpt_path)
             resume = TrainState(**s)
             self.log(f"{label} resuming from checkpoint at iteration {resume.step}")
+        else:
+            self.log(f"{label} training from iteration {spec.start_step}")
 
         rewind_k = cfg.lottery.rewind_iteration
         capture = frozenset({rewind_k}) if (spec.level == 0 and rewind_k > 0) else frozenset()

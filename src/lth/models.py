@@ -50,6 +50,24 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
         ) from e
 
 
+def check_fit(name: str, input_shape: tuple[int, ...], num_classes: int, dataset: str = "") -> None:
+    """Build the model and push one example through it, so a data set whose input shape does not
+    fit the architecture fails before any training, with a message naming both."""
+    model = build_model(name, input_shape, num_classes)
+    try:
+        with torch.no_grad():
+            model.eval()
+            out = model(torch.zeros(1, *input_shape))
+    except Exception as e:
+        raise ModelError(
+            f"model {name!r} cannot take the inputs of data set {dataset or '?'} "
+            f"(shape {tuple(input_shape)}): {e}. Choose a model that fits, e.g. lenet300 for any input."
+        ) from e
+    if tuple(out.shape) != (1, num_classes):
+        raise ModelError(f"model {name!r} gives outputs of shape {tuple(out.shape)[1:]}, "
+                         f"expected ({num_classes},) for data set {dataset or '?'}")
+
+
 # --------------------------------------------------------------------------- prunable parameters
 
 _PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

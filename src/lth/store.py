@@ -28,6 +28,7 @@ import fcntl
 import io
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,13 +57,38 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def _fault_point(stage: str, path: Path) -> None:
+    """Fault injection for the crash tests: ``LTH_FAULT=<stage>:<file name>:<n>`` makes this
+    process SIGKILL itself at ``stage`` ("during-write" = after half the bytes reached the temporary
+    file, "after-write" = right after the rename) of the n-th write of that file name. Unset in
+    normal use; reading one environment variable per write costs nothing measurable."""
+    spec = os.environ.get("LTH_FAULT")
+    if not spec:
+        return
+    want_stage, name, n = spec.split(":")
+    if want_stage != stage or name != path.name:
+        return
+    _FAULT_COUNTS[stage] = _FAULT_COUNTS.get(stage, 0) + 1
+    if _FAULT_COUNTS[stage] == int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _store_error(e, path) from e
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            half = len(data) // 2
+            f.write(data[:half])
+            _fault_point("during-write", path)
+            f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -71,17 +97,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        if e.errno == errno.ENOSPC:
-            raise StoreError(
-                f"no space left on the device while writing {path}; the previous version of the "
-                "file is intact. Free some space and rerun the same command to continue."
-            ) from e
-        if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-            raise StoreError(
-                f"cannot write {path} ({e.strerror}); choose a writable --out directory"
-            ) from e
-        raise
+        raise _store_error(e, path) from e
     _fsync_dir(path.parent)
+    _fault_point("after-write", path)
+
+
+def _store_error(e: OSError, path: Path) -> Exception:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(
+            f"no space left on the device while writing {path}; finished results and the previous "
+            "version of this file are intact. Free some space and rerun the same command to continue."
+        )
+    if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return StoreError(
+            f"cannot write {path} ({e.strerror}); finished results are intact. Make the directory "
+            "writable, or choose another --out / --run-dir."
+        )
+    return e
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -146,7 +178,10 @@ class RunStore:
         return store
 
     def acquire_lock(self) -> None:
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise _store_error(e, self.path / ".lock") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -161,9 +196,21 @@ class RunStore:
                 f"{f' ({holder})' if holder else ''}; wait for it to finish, or stop it and rerun "
                 "the same command to continue"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}\n".encode())
         self._lock_fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}\n".encode())
+        except OSError:
+            pass  # the note is informative only; the lock itself is held
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of a writer that was killed mid-write; safe to drop under the lock."""
+        for p in self.path.rglob(".*.tmp"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
 
     def release_lock(self) -> None:
         if self._lock_fd is not None:

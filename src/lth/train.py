@@ -75,6 +75,21 @@ class TrainResult:
         return min(self.history, key=lambda e: (e.val_loss, e.iteration))
 
 
+def capture_rng() -> dict[str, Any]:
+    """Every RNG a training step may draw from (dropout, CUDA kernels); data order is stateless."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     # foreach implementations: one kernel per op over all tensors instead of a Python loop.
     if cfg.optimizer == "adam":
@@ -175,8 +190,7 @@ def train(
         history = list(resume.history)
         step = resume.step
         elapsed = resume.elapsed
-        if "torch" in resume.rng:
-            torch.set_rng_state(resume.rng["torch"])
+        restore_rng(resume.rng)
         running = (resume.running_loss.to(device) if resume.running_loss is not None
                    else torch.zeros((), device=device))
         since_eval = resume.since_eval
@@ -220,7 +234,7 @@ def train(
             and step % checkpoint_every == 0 and step < cfg.iterations
         ):
             on_checkpoint(TrainState(step, model.state_dict(), opt.state_dict(), list(history),
-                                     {"torch": torch.get_rng_state()},
+                                     capture_rng(),
                                      time.perf_counter() - t0, running.clone(), since_eval))
         if step >= cfg.iterations:
             break
