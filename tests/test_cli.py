@@ -39,6 +39,11 @@ def test_presets_lists_every_preset_with_one_line(capsys):
         (["--set", "prune.rate=1.5"], ["prune.rate", "1.5", "(0, 1)"]),
         (["--set", "train.batch=3"], ["train has no field 'batch'", "batch_size"]),
         (["--set", "data.dataset=cifar-100"], ["cifar-100", "mnist"]),
+        (["--set", "model.name=lenet5"], ["unknown model 'lenet5'", "lenet300", "resnet20"]),
+        (["--set", "train.optimizer=rmsprop"], ["rmsprop", "adam", "sgd"]),
+        (["--set", "train.batch_size=0"], ["train.batch_size", "positive"]),
+        (["--set", "model.name=vgg19"], ["vgg19", "digits", "(1, 8, 8)"]),
+        (["--set", "data.val_size=5000"], ["val_size", "5000"]),
     ],
 )
 def test_bad_input_is_a_clear_one_line_error(args, words, tmp_path, capsys):

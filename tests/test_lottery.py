@@ -285,3 +285,16 @@ def test_report_table_aggregates_mean_min_max_over_trials(tmp_path, digits):
     assert md.count("\n") == 2 + 3 and "| 1 | 80.42 | reinit |" in md
     png = plot(path, tmp_path / "fig.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_same_config_and_seed_give_bit_identical_masks_and_metrics(tmp_path, digits):
+    cfg = make_cfg(lottery__levels=2, lottery__branches=("ticket", "random_mask"))
+    a, _ = run(cfg, tmp_path / "a", digits)
+    b, _ = run(cfg, tmp_path / "b", digits)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".pt", ".jsonl"))
+    assert len(files) > 10
+    for rel in files:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    other, _ = run(make_cfg(lottery__levels=2, lottery__branches=("ticket", "random_mask"),
+                            lottery__seed=1), tmp_path / "c", digits)
+    assert (a / "trial_0/level_2/mask.pt").read_bytes() != (other / "trial_0/level_2/mask.pt").read_bytes()
