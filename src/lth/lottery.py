@@ -38,7 +38,7 @@ from .pruning import (
     random_mask_like,
 )
 from .seeds import derive_seed, generator
-from .store import RESULT, RunStore, atomic_torch_save, atomic_write_bytes, atomic_write_json, torch_load
+from .store import RESULT, RunStore, StoreError, atomic_torch_save, atomic_write_bytes, atomic_write_json, torch_load
 from .train import TrainingDiverged, TrainResult, TrainState, apply_mask_, train
 
 Log = Callable[[str], None]
@@ -182,8 +182,8 @@ class Lottery:
             return self.initial_state(trial)
         path = self.store.trial_dir(trial) / "rewind.pt"
         if not path.exists():
-            raise RuntimeError(f"{path} is missing although level 0 of trial {trial} finished; "
-                               "delete the trial's level_0 directory and rerun to recreate it")
+            raise StoreError(f"{path} is missing although level 0 of trial {trial} finished; "
+                             "delete the trial's level_0 directory and rerun to recreate it")
         return torch_load(path)
 
     def final_weights(self, trial: int, level: int) -> dict[str, torch.Tensor]:
