@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/lth: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(BIN)/lth
 
