@@ -91,13 +91,22 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    # foreach implementations: one kernel per op over all tensors instead of a Python loop.
+    """Adam or SGD, fused (one kernel for the whole update) where PyTorch supports it.
+
+    The update is elementwise and memory-bound; for LeNet-300-100 on a CPU the fused kernel is
+    ~2.5x faster than the foreach one and ~6x faster than the per-tensor loop
+    (benchmarks/train_step.py)."""
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, foreach=True)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+        make = lambda **kw: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+    elif cfg.optimizer == "sgd":
+        make = lambda **kw: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                            weight_decay=cfg.weight_decay, **kw)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+    try:
+        return make(fused=True)
+    except (RuntimeError, ValueError, TypeError):  # device/dtype without a fused kernel
+        return make(foreach=True)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
