@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from common import machine_info
 
 from lth.config import ExperimentConfig
 from lth.data import load_splits
@@ -27,19 +27,6 @@ from lth.pruning import paper_lenet_remaining
 from lth.presets import get_preset
 from lth.report import aggregate, markdown_table
 from lth.store import RunStore, atomic_write_bytes, atomic_write_json, read_json
-
-
-def machine_info() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}")
 
 
 def _mean(xs: list[float]) -> float:

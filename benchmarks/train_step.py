@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from common import machine_info
 
 from lth.batched import UnitInput, train_many
 from lth.config import TrainConfig
@@ -27,18 +27,6 @@ from lth.models import build_model, initialize, prunable_parameters
 from lth.pruning import full_mask, prune_layerwise
 from lth.store import atomic_write_bytes, atomic_write_json
 from lth.train import apply_mask_, train
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def sparse_lenet(seed: int, density_levels: int):
@@ -113,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     speed_single = best["plain"] / best["lth_single"]
     speed_batched = best["plain"] / best["lth_batched_per_network"]
     result = {
-        "machine": machine(), "iterations": args.iterations, "units": args.units,
+        "machine": machine_info(), "iterations": args.iterations, "units": args.units,
         "mask_levels": args.levels, "ms_per_iteration": {k: 1000 * v for k, v in best.items()},
         "all_runs_ms": {k: [1000 * x for x in v] for k, v in timings.items()},
         "speedup_single_vs_plain": speed_single,
