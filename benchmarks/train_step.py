@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--units", type=int, default=15)
-    ap.add_argument("--levels", type=int, default=7, help="pruning levels of the test mask (7 = 21%)")
+    ap.add_argument("--levels", type=int, default=7, help="pruning levels of the test mask (7 = 21%%)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--results", default="benchmarks/results")
