@@ -11,7 +11,6 @@ invocations that did work (recorded in <run dir>/bench_wall.json).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -220,14 +218,13 @@ def test_rewinding_starts_tickets_from_theta_k(tmp_path, digits):
     # theta_k is the dense network after exactly k iterations: retrain dense to k independently.
     from lth.train import train
     from lth.pruning import full_mask
-    from lth.models import prunable_parameters
+    from lth.models import prunable_tensors
     from lth.seeds import derive_seed
     model = build_model(cfg.model.name, digits.input_shape, digits.num_classes)
     model.load_state_dict(theta0)
-    params = dict(model.named_parameters())
     d = cfg.to_dict(); d["train"]["iterations"] = 40
     short = ExperimentConfig.from_dict({**d, "lottery": {**d["lottery"], "rewind_iteration": 0}})
-    res = train(model, full_mask({n: params[n] for n in prunable_parameters(model)}), digits,
+    res = train(model, full_mask(prunable_tensors(model)), digits,
                 short.train, data_seed=derive_seed(cfg.lottery.seed, "data", 0))
     for n in theta_k:
         assert torch.equal(res.final_state[n], theta_k[n]), n

@@ -7,7 +7,7 @@ import torch
 
 from lth.config import TrainConfig
 from lth.data import load_splits
-from lth.models import build_model, initialize, prunable_parameters
+from lth.models import build_model, initialize, prunable_tensors
 from lth.pruning import full_mask, random_mask_like
 from lth.train import TrainState, apply_mask_, epoch_permutation, learning_rate, train
 
@@ -24,8 +24,7 @@ def _model(seed=0):
 
 
 def _sparse_mask(model, seed=0, keep=0.3):
-    params = dict(model.named_parameters())
-    dense = full_mask({n: params[n] for n in prunable_parameters(model)})
+    dense = full_mask(prunable_tensors(model))
     g = torch.Generator().manual_seed(seed)
     return {n: (torch.rand(m.shape, generator=g) < keep) for n, m in dense.items()}
 

@@ -35,6 +35,7 @@ from .train import (
     TrainingDiverged,
     TrainResult,
     epoch_permutation,
+    iterations_per_epoch,
     learning_rate,
     make_optimizer,
 )
@@ -99,11 +100,7 @@ def train_many(
     device = splits.train_x.device
     n_units = len(units)
     n = splits.train_x.shape[0]
-    per_epoch = n // cfg.batch_size
-    if per_epoch < 1:
-        raise ValueError(
-            f"train.batch_size = {cfg.batch_size} is larger than the training set ({n} examples)"
-        )
+    per_epoch = iterations_per_epoch(n, cfg.batch_size)
     template = model.to(device)
     pnames = [k for k, _ in template.named_parameters()]
     bnames = [k for k, _ in template.named_buffers()]

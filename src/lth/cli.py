@@ -68,36 +68,26 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
     from .presets import get_preset
 
     cfg = get_preset(args.preset)
-    lot: dict[str, object] = {}
-    if args.levels is not None:
-        lot["levels"] = args.levels
-    if args.trials is not None:
-        lot["trials"] = args.trials
-    if args.rewind_iteration is not None:
-        lot["rewind_iteration"] = args.rewind_iteration
-    if args.one_shot:
-        lot["one_shot"] = True
-    if args.branches is not None:
-        lot["branches"] = tuple(b.strip() for b in args.branches.split(",") if b.strip())
-    if args.seed is not None:
-        lot["seed"] = args.seed
-    tr: dict[str, object] = {}
-    if args.iterations is not None:
-        tr["iterations"] = args.iterations
-    if args.eval_every is not None:
-        tr["eval_every"] = args.eval_every
-    rt: dict[str, object] = {}
-    if args.device is not None:
-        rt["device"] = args.device
-    if args.threads is not None:
-        rt["threads"] = args.threads
-    if args.deterministic:
-        rt["deterministic"] = True
+    branches = (None if args.branches is None
+                else tuple(b.strip() for b in args.branches.split(",") if b.strip()))
+    flags = {  # (section, field): value given on the command line, None = not given
+        ("lottery", "levels"): args.levels,
+        ("lottery", "trials"): args.trials,
+        ("lottery", "rewind_iteration"): args.rewind_iteration,
+        ("lottery", "one_shot"): args.one_shot,
+        ("lottery", "branches"): branches,
+        ("lottery", "seed"): args.seed,
+        ("train", "iterations"): args.iterations,
+        ("train", "eval_every"): args.eval_every,
+        ("runtime", "device"): args.device,
+        ("runtime", "threads"): args.threads,
+        ("runtime", "deterministic"): args.deterministic,
+    }
     # Apply all flag changes at once through a dict so cross-field checks see the final values.
     d = cfg.to_dict()
-    d["lottery"].update(lot)
-    d["train"].update(tr)
-    d["runtime"].update(rt)
+    for (section, name), value in flags.items():
+        if value is not None:
+            d[section][name] = value
     cfg = ExperimentConfig.from_dict(d)
     return apply_overrides(cfg, args.overrides)
 

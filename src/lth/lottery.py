@@ -26,7 +26,14 @@ from torch import nn
 
 from .config import ExperimentConfig
 from .data import Splits
-from .models import build_model, initialize, is_conv_parameter, output_parameter, prunable_parameters
+from .models import (
+    build_model,
+    initialize,
+    is_conv_parameter,
+    output_parameter,
+    prunable_parameters,
+    prunable_tensors,
+)
 from .pruning import (
     Mask,
     density,
@@ -191,15 +198,13 @@ class Lottery:
 
     def level_mask(self, trial: int, level: int, model: nn.Module) -> Mask:
         """The mask of a level: dense at level 0, else pruned and stored once (masks are nested)."""
-        names = prunable_parameters(model)
-        params = dict(model.named_parameters())
         if level == 0:
-            return full_mask({n: params[n] for n in names})
+            return full_mask(prunable_tensors(model))
         path = self.store.level_dir(trial, level) / "mask.pt"
         if path.exists():
             return torch_load(path)
         if self.cfg.lottery.one_shot:
-            base, weights, rounds = full_mask({n: params[n] for n in names}), self.final_weights(trial, 0), level
+            base, weights, rounds = full_mask(prunable_tensors(model)), self.final_weights(trial, 0), level
         else:
             base = self.level_mask(trial, level - 1, model)
             weights, rounds = self.final_weights(trial, level - 1), 1
@@ -374,8 +379,7 @@ class Lottery:
 
 def expected_weights_remaining(cfg: ExperimentConfig, model: nn.Module, level: int) -> float:
     """Fraction of prunable weights left after ``level`` rounds (from the counting rule alone)."""
-    params = dict(model.named_parameters())
-    mask = full_mask({n: params[n] for n in prunable_parameters(model)})
+    mask = full_mask(prunable_tensors(model))
     total = sum(m.numel() for m in mask.values())
     if cfg.prune.strategy == "global":
         pool = global_pool(model, cfg)

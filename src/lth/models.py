@@ -90,6 +90,12 @@ def prunable_parameters(model: nn.Module) -> list[str]:
     return names
 
 
+def prunable_tensors(model: nn.Module) -> dict[str, nn.Parameter]:
+    """``{name: parameter}`` for :func:`prunable_parameters` (what a dense mask is built over)."""
+    params = dict(model.named_parameters())
+    return {n: params[n] for n in prunable_parameters(model)}
+
+
 def output_parameter(model: nn.Module) -> str | None:
     """The output layer's weight (pruned at half rate by default): declared, else the last Linear."""
     declared = getattr(model, "output_weight", None)

@@ -117,6 +117,13 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return lr
 
 
+def iterations_per_epoch(n: int, batch_size: int) -> int:
+    """Full batches per epoch (the last partial batch is dropped); a clear error when none fits."""
+    if n // batch_size < 1:
+        raise ValueError(f"train.batch_size = {batch_size} is larger than the training set ({n} examples)")
+    return n // batch_size
+
+
 def epoch_permutation(n: int, data_seed: int, epoch: int, device: torch.device) -> torch.Tensor:
     """The training-set order for one epoch: a pure function of the seed and the epoch number."""
     g = torch.Generator().manual_seed(derive_seed(data_seed, "epoch", epoch))
@@ -179,11 +186,7 @@ def train(
     """
     device = splits.train_x.device
     n = splits.train_x.shape[0]
-    per_epoch = n // cfg.batch_size
-    if per_epoch < 1:
-        raise ValueError(
-            f"train.batch_size = {cfg.batch_size} is larger than the training set ({n} examples)"
-        )
+    per_epoch = iterations_per_epoch(n, cfg.batch_size)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg)
     pairs = masked_parameters(model, mask)
