@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -9,7 +11,9 @@ from lth.batched import UnitInput, supports_batching, train_many
 from lth.config import TrainConfig
 from lth.data import load_splits
 from lth.models import build_model, initialize, prunable_parameters
-from lth.train import TrainingDiverged, apply_mask_, train
+from lth.pruning import random_mask_like
+from lth.stacked import MLPEngine, VmapEngine, make_engine
+from lth.train import TrainingDiverged, TrainState, apply_mask_, train
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +72,130 @@ def test_models_with_batchnorm_or_dropout_are_not_batched():
     assert supports_batching(build_model("conv2", (3, 32, 32), 10))
     assert not supports_batching(build_model("resnet20", (3, 32, 32), 10))
     assert not supports_batching(build_model("conv2-dropout", (3, 32, 32), 10))
+
+
+def equal_count_unit(seed: int, keep: float, name: str = "mlp-100-50", shape=(1, 8, 8)):
+    """A unit whose mask keeps exactly round(keep * size) weights per layer (as IMP levels do)."""
+    m = build_model(name, shape, 10)
+    initialize(m, torch.Generator().manual_seed(seed))
+    params = dict(m.named_parameters())
+    dense = {n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable_parameters(m)}
+    base = {n: torch.zeros(v.numel(), dtype=torch.bool) for n, v in dense.items()}
+    for n in base:
+        base[n][: max(1, round(keep * base[n].numel()))] = True
+        base[n] = base[n].view(dense[n].shape)
+    mask = random_mask_like(base, torch.Generator().manual_seed(seed + 7))
+    apply_mask_(m, mask)
+    return m, mask
+
+
+def assert_same_training(a, b, rtol=1e-4, atol=1e-5):
+    assert [h.iteration for h in a.history] == [h.iteration for h in b.history]
+    for ha, hb in zip(a.history, b.history):
+        assert hb.val_loss == pytest.approx(ha.val_loss, rel=rtol, abs=atol)
+    for k in a.final_state:
+        torch.testing.assert_close(b.final_state[k], a.final_state[k], rtol=rtol, atol=atol)
+
+
+def test_compact_optimisation_of_sparse_layers_equals_one_at_a_time(digits):
+    """Units with equal per-layer counts below the compact threshold step only surviving weights."""
+    cfg = TrainConfig(iterations=200, batch_size=32, lr=2e-3, eval_every=50)
+    made = [equal_count_unit(s, 0.1) for s in range(3)]
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    engine = make_engine(build_model("mlp-100-50", (1, 8, 8), 10), states, [k for _, k in made], "cpu")
+    assert isinstance(engine, MLPEngine)
+    assert set(engine.compact) == set(prunable_parameters(made[0][0]))  # really on the compact path
+    inputs = [UnitInput(st, k, 5 + i) for i, (st, (_, k)) in enumerate(zip(states, made))]
+    many = train_many(build_model("mlp-100-50", (1, 8, 8), 10), inputs, digits, cfg)
+    for i, (m, k) in enumerate(made):
+        single = train(m, k, digits, cfg, data_seed=5 + i)
+        assert_same_training(single, many[i])
+        for name, keep in k.items():
+            assert torch.count_nonzero(many[i].final_state[name][~keep]) == 0
+
+
+def test_vmap_engine_for_convolutional_models_equals_one_at_a_time(digits):
+    cfg = TrainConfig(iterations=60, batch_size=16, lr=1e-3, eval_every=30)
+    made = [equal_count_unit(s, 0.5, "conv2", (1, 8, 8)) for s in range(2)]
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    assert isinstance(make_engine(build_model("conv2", (1, 8, 8), 10), states, [k for _, k in made], "cpu"),
+                      VmapEngine)
+    inputs = [UnitInput(st, k, i) for i, (st, (_, k)) in enumerate(zip(states, made))]
+    many = train_many(build_model("conv2", (1, 8, 8), 10), inputs, digits, cfg)
+    for i, (m, k) in enumerate(made):
+        assert_same_training(train(m, k, digits, cfg, data_seed=i), many[i], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.1])
+def test_batched_checkpoints_resume_batched_and_one_at_a_time(digits, keep):
+    """A checkpoint written by train_many continues in train_many or in train() with the same result."""
+    cfg = TrainConfig(iterations=150, batch_size=32, lr=2e-3, eval_every=25)
+    made = [equal_count_unit(s, keep) for s in range(2)]
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    inputs = [UnitInput(st, k, i) for i, (st, (_, k)) in enumerate(zip(states, made))]
+    template = build_model("mlp-100-50", (1, 8, 8), 10)
+    reference = train_many(template, inputs, digits, cfg)
+    saved: dict[int, list[TrainState]] = {0: [], 1: []}
+    train_many(template, inputs, digits, cfg, checkpoint_every=60,
+               on_checkpoint=lambda i, st: saved[i].append(st))
+    assert [s.step for s in saved[0]] == [60, 120]
+    resumed = train_many(template, [UnitInput(st, k, i, resume=saved[i][0])
+                                    for i, (st, (_, k)) in enumerate(zip(states, made))], digits, cfg)
+    for a, b in zip(reference, resumed):
+        assert_same_training(a, b, rtol=1e-6, atol=1e-7)
+    for i, (m, k) in enumerate(made):  # the same checkpoint resumes one-at-a-time
+        single = train(build_model("mlp-100-50", (1, 8, 8), 10), k, digits, cfg, data_seed=i,
+                       resume=saved[i][1])
+        assert_same_training(reference[i], single)
+    # and a one-at-a-time checkpoint resumes batched
+    singles: dict[int, TrainState] = {}
+    for i, (m, k) in enumerate(made):
+        fresh, _ = equal_count_unit(i, keep)
+        train(fresh, k, digits, cfg, data_seed=i, checkpoint_every=90,
+              on_checkpoint=lambda st, i=i: singles.setdefault(i, copy.deepcopy(st)))
+    back = train_many(template, [UnitInput(st, k, i, resume=singles[i])
+                                 for i, (st, (_, k)) in enumerate(zip(states, made))], digits, cfg)
+    for a, b in zip(reference, back):
+        assert_same_training(a, b)
+
+
+def test_units_resuming_from_different_iterations_are_refused(digits):
+    cfg = TrainConfig(iterations=40, batch_size=32, eval_every=20)
+    m, k = equal_count_unit(0, 0.5)
+    st = {kk: v.detach().clone() for kk, v in m.state_dict().items()}
+    got: list[TrainState] = []
+    train_many(build_model("mlp-100-50", (1, 8, 8), 10), [UnitInput(st, k, 0)], digits, cfg,
+               checkpoint_every=20, on_checkpoint=lambda i, s: got.append(s))
+    with pytest.raises(ValueError, match="different iterations"):
+        train_many(build_model("mlp-100-50", (1, 8, 8), 10),
+                   [UnitInput(st, k, 0, resume=got[0]), UnitInput(st, k, 1)], digits, cfg)
+
+
+def test_capture_hands_each_unit_its_weights_at_the_rewind_iteration(digits):
+    cfg = TrainConfig(iterations=30, batch_size=32, eval_every=10)
+    made = [equal_count_unit(s, 0.5) for s in range(2)]
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    got: dict[int, dict] = {}
+    train_many(build_model("mlp-100-50", (1, 8, 8), 10),
+               [UnitInput(st, k, i) for i, (st, (_, k)) in enumerate(zip(states, made))], digits, cfg,
+               capture_steps=frozenset({7}), on_capture=lambda i, step, s: got.setdefault(i, s))
+    short = TrainConfig(iterations=7, batch_size=32, eval_every=10)
+    for i, (m, k) in enumerate(made):
+        ref = train(m, k, digits, short, data_seed=i).final_state
+        for name in ref:
+            torch.testing.assert_close(got[i][name], ref[name], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_products_train_close_to_fp32(digits):
+    """bf16 changes rounding, not the result: final accuracy within a few points of fp32."""
+    made = [equal_count_unit(s, 0.5) for s in range(2)]
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    inputs = [UnitInput(st, k, i) for i, (st, (_, k)) in enumerate(zip(states, made))]
+    out = {}
+    for prec in ("fp32", "bf16"):
+        cfg = TrainConfig(iterations=400, batch_size=32, lr=2e-3, eval_every=100, precision=prec)
+        out[prec] = train_many(build_model("mlp-100-50", (1, 8, 8), 10), inputs, digits, cfg)
+    for a, b in zip(out["fp32"], out["bf16"]):
+        assert a.history[-1].test_accuracy > 0.8
+        assert abs(a.history[-1].test_accuracy - b.history[-1].test_accuracy) < 0.04
+        assert a.final_state["out.weight"].dtype == b.final_state["out.weight"].dtype == torch.float32

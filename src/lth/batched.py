@@ -1,17 +1,18 @@
-"""Train N networks of one architecture at once, as one vectorised computation.
+"""Train N units of one architecture at once, as one vectorised computation.
 
-The units of an IMP level (trials x branches) share an architecture, a training configuration and
-a start iteration; they differ in initial weights, mask and data order. Stacking their parameters
-along a new leading dimension and running the model under ``torch.func.vmap`` turns N small
-matrix products into one batched product per layer, which amortises PyTorch's per-operation
+The units of an IMP level (trials x branches, one-shot targets) share an architecture, a training
+configuration and a start iteration; they differ in initial weights, mask and data order. The
+engines of :mod:`lth.stacked` stack their parameters along a new leading dimension, turning N small
+matrix products into one batched product per layer and amortising PyTorch's per-operation
 overhead (the dominant cost of a LeNet-300-100 step at batch 60 on a CPU) over N networks.
 
 Each unit keeps its own initialisation, mask, data order (its own seeded permutation per epoch),
-optimizer state (Adam/SGD are elementwise, so one optimizer over stacked tensors is N independent
-optimizers) and evaluation history. The results equal training the units one at a time with
-:func:`lth.train.train` up to floating-point rounding of batched vs. single matrix products.
+optimizer state, evaluation history and early-stopping record, and its own checkpoints, in the
+same format :func:`lth.train.train` writes, so a unit interrupted here resumes one-at-a-time and the
+other way round. The results equal training the units one at a time with :func:`lth.train.train`
+up to floating-point rounding of batched vs. single matrix products (``tests/test_batched.py``).
 
-Models with BatchNorm (running statistics updated in place) and dropout are not vectorised here;
+Models with BatchNorm (running statistics updated in place) or dropout are not vectorised;
 :func:`supports_batching` says whether a model qualifies.
 """
 
@@ -25,53 +26,44 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
 
 from .config import TrainConfig
 from .data import Splits
 from .pruning import Mask
+from .stacked import Engine, make_engine, supports_batching
 from .train import (
     EvalPoint,
     TrainingDiverged,
     TrainResult,
+    TrainState,
+    capture_rng,
     epoch_permutation,
     iterations_per_epoch,
     learning_rate,
     make_optimizer,
 )
 
-
-def supports_batching(model: nn.Module) -> bool:
-    """Vectorisable: no normalisation layers with running statistics and no active dropout."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            return False
-        if isinstance(m, nn.Dropout) and m.p > 0:
-            return False
-    return True
+__all__ = ["UnitInput", "train_many", "supports_batching"]
 
 
 @dataclass
 class UnitInput:
-    state: dict[str, torch.Tensor]  # initial weights (already masked)
+    state: dict[str, torch.Tensor]  # starting weights (the mask is applied to them)
     mask: Mask
     data_seed: int
-
-
-def _stack(states: Sequence[dict[str, torch.Tensor]], names: list[str], device) -> dict[str, torch.Tensor]:
-    return {n: torch.stack([s[n] for s in states]).to(device) for n in names}
+    resume: TrainState | None = None  # continue from this checkpoint instead of ``state``
 
 
 @torch.no_grad()
-def _evaluate_many(fn: Callable, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+def _evaluate_many(engine: Engine, x: torch.Tensor, y: torch.Tensor,
                    batch: int) -> tuple[list[float], list[float]]:
     """Mean loss and accuracy of every unit over a whole split (one batched forward per chunk)."""
-    n_units = next(iter(params.values())).shape[0]
+    n_units = engine.n_units
     loss = torch.zeros(n_units, dtype=torch.float64, device=x.device)
     correct = torch.zeros(n_units, dtype=torch.int64, device=x.device)
     for i in range(0, x.shape[0], batch):
         xb, yb = x[i: i + batch], y[i: i + batch]
-        out = vmap(fn, in_dims=(0, None))(params, xb)  # [N, b, classes]
+        out = engine.logits(xb)  # [N, b, classes]
         ce = F.cross_entropy(out.flatten(0, 1), yb.repeat(n_units), reduction="none")
         loss += ce.view(n_units, -1).double().sum(1)
         correct += (out.argmax(2) == yb).sum(1)
@@ -87,49 +79,59 @@ def train_many(
     *,
     start_step: int = 0,
     eval_batch_size: int = 10_000,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[int, TrainState], None] | None = None,
+    capture_steps: frozenset[int] = frozenset(),
+    on_capture: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None,
     on_eval: Callable[[int, EvalPoint], None] | None = None,
 ) -> list[TrainResult | TrainingDiverged]:
-    """Train every unit from ``start_step`` to ``cfg.iterations``; one result per unit.
+    """Train every unit from ``start_step`` (or its ``resume`` checkpoint) to ``cfg.iterations``.
 
-    ``model`` is a template of the architecture (its own weights are not used). A unit whose loss
-    becomes NaN/inf is reported as a :class:`TrainingDiverged` in its slot; the others go on (their
-    slices never mix with the failed one's).
+    ``model`` is a template of the architecture (its own weights are not used). Callbacks get the
+    unit's index first. A unit whose loss becomes NaN/inf is reported as a
+    :class:`TrainingDiverged` in its slot; the others go on (their slices never mix).
     """
+    if not units:
+        return []
     if not supports_batching(model):
         raise ValueError(f"{type(model).__name__} has BatchNorm or dropout; train its units one at a time")
+    resumes = [u.resume for u in units]
+    if any(r is not None for r in resumes):
+        steps = {r.step if r is not None else None for r in resumes}
+        if len(steps) != 1:
+            raise ValueError(f"units resume from different iterations {sorted(map(str, steps))}; "
+                             "group units by their resume point")
+        step = resumes[0].step  # type: ignore[union-attr]
+    else:
+        step = start_step
     device = splits.train_x.device
     n_units = len(units)
     n = splits.train_x.shape[0]
     per_epoch = iterations_per_epoch(n, cfg.batch_size)
-    template = model.to(device)
-    pnames = [k for k, _ in template.named_parameters()]
-    bnames = [k for k, _ in template.named_buffers()]
-    params = {k: v.requires_grad_(True) for k, v in _stack([u.state for u in units], pnames, device).items()}
-    buffers = _stack([u.state for u in units], bnames, device) if bnames else {}
-    mask_names = list(units[0].mask)
-    masks = {k: torch.stack([u.mask[k] for u in units]).to(device, params[k].dtype) for k in mask_names}
-    opt = make_optimizer(list(params.values()), cfg)
-    masked = [params[k] for k in mask_names]
-    mask_list = [masks[k] for k in mask_names]
-
-    def fn(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(template, ({**p, **buffers} if buffers else p), (x,))
-
-    batched_forward = vmap(fn, in_dims=(0, 0))
-    histories: list[list[EvalPoint]] = [[] for _ in range(n_units)]
-    failed: dict[int, TrainingDiverged] = {}
+    states = [u.resume.model if u.resume is not None else u.state for u in units]
+    engine = make_engine(model, states, [u.mask for u in units], device, cfg.precision)
+    opt = make_optimizer(engine.opt_params, cfg)
+    histories: list[list[dict]] = [[] for _ in range(n_units)]
     running = torch.zeros(n_units, device=device)
     since_eval = 0
+    elapsed = 0.0
+    if resumes[0] is not None:
+        opt.load_state_dict(engine.stacked_optimizer_state([r.optimizer for r in resumes], opt.state_dict()))
+        histories = [list(r.history) for r in resumes]
+        running = torch.stack([r.running_loss.to(device) if r.running_loss is not None
+                               else torch.zeros((), device=device) for r in resumes])
+        since_eval = resumes[0].since_eval
+        elapsed = max(r.elapsed for r in resumes)
+    failed: dict[int, TrainingDiverged] = {}
+    t0 = time.perf_counter() - elapsed
     perm_stack = torch.empty(0)
     perm_epoch = -1
-    t0 = time.perf_counter()
 
     def do_eval(it: int) -> None:
         nonlocal running, since_eval
         train_loss = (running / since_eval).tolist() if since_eval else [None] * n_units
-        detached = {k: v.detach() for k, v in params.items()}
-        vl, va = _evaluate_many(fn, detached, splits.val_x, splits.val_y, eval_batch_size)
-        tl, ta = _evaluate_many(fn, detached, splits.test_x, splits.test_y, eval_batch_size)
+        vl, va = _evaluate_many(engine, splits.val_x, splits.val_y, eval_batch_size)
+        tl, ta = _evaluate_many(engine, splits.test_x, splits.test_y, eval_batch_size)
         lr = learning_rate(cfg, max(it - 1, 0))
         for i in range(n_units):
             if i in failed:
@@ -142,19 +144,34 @@ def train_many(
                 failed[i] = TrainingDiverged(f"validation loss became {vl[i]} at iteration {it}")
                 continue
             point = EvalPoint(it, tr, vl[i], va[i], tl[i], ta[i], lr)
-            histories[i].append(point)
+            histories[i].append(point.to_dict())
             if on_eval is not None:
                 on_eval(i, point)
         running = torch.zeros(n_units, device=device)
         since_eval = 0
 
-    step = start_step
+    evaluated = {h["iteration"] for h in histories[0]}
     y_all = splits.train_y
+    first = step
     while True:
-        if step % cfg.eval_every == 0 or step == cfg.iterations:
+        if (step % cfg.eval_every == 0 or step == cfg.iterations) and step not in evaluated:
             do_eval(step)
+            evaluated.add(step)
             if len(failed) == n_units:
                 break
+        if step in capture_steps and on_capture is not None:
+            for i in range(n_units):
+                if i not in failed:
+                    on_capture(i, step, engine.unit_state(i))
+        if (on_checkpoint is not None and checkpoint_every and step > first
+                and step % checkpoint_every == 0 and step < cfg.iterations):
+            stacked = opt.state_dict()
+            rng = capture_rng()
+            for i in range(n_units):
+                if i not in failed:
+                    on_checkpoint(i, TrainState(step, engine.unit_state(i), engine.unit_optimizer_state(stacked, i),
+                                                list(histories[i]), rng, time.perf_counter() - t0,
+                                                running[i].clone(), since_eval))
         if step >= cfg.iterations:
             break
         epoch, pos = divmod(step, per_epoch)
@@ -162,18 +179,12 @@ def train_many(
             perm_stack = torch.stack([epoch_permutation(n, u.data_seed, epoch, device) for u in units])
             perm_epoch = epoch
         idx = perm_stack[:, pos * cfg.batch_size: (pos + 1) * cfg.batch_size]  # [N, B]
+        lr = learning_rate(cfg, step)
         for g in opt.param_groups:
-            g["lr"] = learning_rate(cfg, step)
-        out = batched_forward(params, splits.train_x[idx])  # [N, B, classes]
-        per_unit = F.cross_entropy(out.flatten(0, 1), y_all[idx].flatten(), reduction="none")
-        per_unit = per_unit.view(n_units, -1).mean(1)
-        opt.zero_grad(set_to_none=False)
-        # Sum of the units' mean losses: each unit's gradient is its own loss's gradient.
-        per_unit.sum().backward()
-        if masked:
-            torch._foreach_mul_([p.grad for p in masked], mask_list)
+            g["lr"] = lr
+        running += engine.loss_and_grad(splits.train_x[idx], y_all[idx])
         opt.step()
-        running += per_unit.detach()
+        engine.after_step()
         since_eval += 1
         step += 1
 
@@ -183,8 +194,6 @@ def train_many(
         if i in failed:
             results.append(failed[i])
             continue
-        state = {k: params[k][i].detach().clone() for k in pnames}
-        state.update({k: buffers[k][i].clone() for k in bnames})
-        results.append(TrainResult(history=histories[i], final_state=state, seconds=seconds / n_units))
+        results.append(TrainResult(history=[EvalPoint(**h) for h in histories[i]],
+                                   final_state=engine.unit_state(i), seconds=seconds / n_units))
     return results
-

@@ -17,6 +17,10 @@ from typing import Any
 
 BRANCHES = ("ticket", "reinit", "random_mask")
 OPTIMIZERS = ("adam", "sgd")
+PRECISIONS = ("fp32", "bf16")
+# Fields added after runs were made: omitted from the identity at these defaults, so older run
+# directories keep their hash.
+LATER_TRAIN_DEFAULTS = {"precision": "fp32"}
 STRATEGIES = ("layerwise", "global")
 EXTENSIBLE_LOTTERY_FIELDS = ("levels", "trials", "branches")
 
@@ -87,9 +91,16 @@ class TrainConfig:
     lr_gamma: float = 0.1
     warmup_iterations: int = 0  # linear warm-up from 0 (ResNet-20 at LR 0.03 uses 20K)
     eval_every: int = 100  # validation and test metrics every 100 iterations (paper App. B)
+    # Matrix-product precision: "fp32" (the paper's), or "bf16" (bfloat16 products with float32
+    # weights, optimizer state and loss; uses AMX/AVX512-BF16 on recent CPUs, tensor cores on GPUs).
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         s = "train"
+        _check(
+            self.precision in PRECISIONS,
+            f"train.precision = {self.precision!r}: unknown precision; choose one of {', '.join(PRECISIONS)}",
+        )
         _positive_int(s, "iterations", self.iterations)
         _positive_int(s, "batch_size", self.batch_size)
         _positive_int(s, "eval_every", self.eval_every)
@@ -197,11 +208,17 @@ class RuntimeConfig:
     threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default
     eval_batch_size: int = 10_000  # examples per forward pass when evaluating a whole split
     deterministic: bool = False  # torch.use_deterministic_algorithms (matters on CUDA only)
+    # Units of a level trained together as one vectorised computation; 0 = choose automatically
+    # (all of a level's units for models without BatchNorm/dropout, else 1), 1 = one at a time.
+    parallel_units: int = 0
 
     def __post_init__(self) -> None:
         _positive_int("runtime", "checkpoint_every", self.checkpoint_every)
         _positive_int("runtime", "eval_batch_size", self.eval_batch_size)
         _check(self.threads >= 0, f"runtime.threads = {self.threads!r}: must be >= 0")
+        _check(isinstance(self.parallel_units, int) and self.parallel_units >= 0,
+               f"runtime.parallel_units = {self.parallel_units!r}: must be an integer >= 0 "
+               "(0 = automatic, 1 = one unit at a time)")
 
 
 @dataclass(frozen=True)
@@ -230,13 +247,18 @@ class ExperimentConfig:
 
         Excluded: ``name``, ``runtime`` (how work runs), and ``lottery.levels``, ``lottery.trials``
         and ``lottery.branches``, which only add units: rerunning with more levels, trials or
-        branches extends the same run directory instead of starting over.
+        branches extends the same run directory instead of starting over. Fields added in later
+        versions (``LATER_TRAIN_DEFAULTS``) are left out while at their defaults, so a run
+        directory made before they existed keeps its hash.
         """
         d = self.to_dict()
         d.pop("runtime")
         d.pop("name")
         for k in EXTENSIBLE_LOTTERY_FIELDS:
             d["lottery"].pop(k)
+        for k, default in LATER_TRAIN_DEFAULTS.items():
+            if d["train"].get(k) == default:
+                d["train"].pop(k)
         return d
 
     @classmethod

@@ -130,15 +130,22 @@ def epoch_permutation(n: int, data_seed: int, epoch: int, device: torch.device) 
     return torch.randperm(n, generator=g).to(device)
 
 
+def autocast(device: torch.device, precision: str):
+    """bfloat16 matrix products (float32 weights and loss) for ``precision == "bf16"``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int,
+             precision: str = "fp32") -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a whole split, in large batches."""
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
     for i in range(0, x.shape[0], batch):
-        out = model(x[i: i + batch])
+        with autocast(x.device, precision):
+            out = model(x[i: i + batch]).float()
         yy = y[i: i + batch]
         loss += F.cross_entropy(out, yy, reduction="sum").double()
         correct += (out.argmax(1) == yy).sum()
@@ -222,8 +229,8 @@ def train(
         train_loss = float(running) / since_eval if since_eval else None
         if train_loss is not None and not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} before iteration {it}")
-        vl, va = evaluate(model, splits.val_x, splits.val_y, eval_batch_size)
-        tl, ta = evaluate(model, splits.test_x, splits.test_y, eval_batch_size)
+        vl, va = evaluate(model, splits.val_x, splits.val_y, eval_batch_size, cfg.precision)
+        tl, ta = evaluate(model, splits.test_x, splits.test_y, eval_batch_size, cfg.precision)
         if not math.isfinite(vl):
             raise TrainingDiverged(f"validation loss became {vl} at iteration {it}")
         point = EvalPoint(it, train_loss, vl, va, tl, ta, learning_rate(cfg, max(it - 1, 0)))
@@ -259,8 +266,9 @@ def train(
         lr = learning_rate(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
-        out = model(splits.train_x[idx])
-        loss = F.cross_entropy(out, splits.train_y[idx])
+        with autocast(device, cfg.precision):
+            out = model(splits.train_x[idx])
+        loss = F.cross_entropy(out.float(), splits.train_y[idx])
         opt.zero_grad(set_to_none=False)
         loss.backward()
         if masked_params:
