@@ -126,4 +126,10 @@ def test_sigkill_mid_unit_then_rerun_matches_an_uninterrupted_run(tmp_path):
     strip = lambda p: [{k: v for k, v in x.items() if k != "train_seconds"}
                        for x in json.loads(p.read_text())]
     ref_dir = next((tmp_path / "ref").iterdir())
-    assert strip(run_dir / "summary.json") == strip(ref_dir / "summary.json")
+    # The kill may fall between the checkpoints of two units trained together; their re-formed
+    # groups then agree up to float rounding, not bit for bit (see tests/test_crash.py).
+    a, b = strip(run_dir / "summary.json"), strip(ref_dir / "summary.json")
+    assert [sorted(x) for x in a] == [sorted(x) for x in b]
+    for ra, rb in zip(a, b):
+        for k in ra:
+            assert ra[k] == (pytest.approx(rb[k], rel=1e-6) if isinstance(ra[k], float) else rb[k]), k

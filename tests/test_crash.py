@@ -39,8 +39,18 @@ def masks(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
             for p in sorted(run_dir.glob("trial_*/level_*/**/mask.pt"))}
 
 
-def assert_same_results(run_dir: Path, ref_dir: Path) -> None:
-    assert summary(run_dir) == summary(ref_dir)
+def assert_same_results(run_dir: Path, ref_dir: Path, exact: bool = True) -> None:
+    if exact:
+        assert summary(run_dir) == summary(ref_dir)
+    else:  # equal up to float rounding (1e-6 relative); everything else exactly
+        a, b = summary(run_dir), summary(ref_dir)
+        assert [r.keys() for r in a] == [r.keys() for r in b]
+        for ra, rb in zip(a, b):
+            for k in ra:
+                if isinstance(ra[k], float):
+                    assert ra[k] == pytest.approx(rb[k], rel=1e-6), (k, ra, rb)
+                else:
+                    assert ra[k] == rb[k], (k, ra, rb)
     a, b = masks(run_dir), masks(ref_dir)
     assert a.keys() == b.keys()
     for k in a:
@@ -57,7 +67,8 @@ def reference(tmp_path_factory) -> Path:
     return next(out.iterdir())
 
 
-# Level 0 has checkpoints at 100..500 (5 writes); checkpoint 7 is the level-1 ticket's second.
+# Level 0 has checkpoints at 100..500 (5 writes); level 1's ticket and reinit train together and
+# write checkpoints 6 and 7 at iteration 100: a kill during 7 leaves only the ticket's.
 @pytest.mark.parametrize(
     "fault, expect_resume, not_retrained",
     [
@@ -85,7 +96,10 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path, reference, fault,
     if not_retrained:
         assert not any(not_retrained in line and ("training from" in line or "resuming" in line)
                        for line in rerun.stdout.splitlines())
-    assert_same_results(run_dir, reference)
+    # A kill between the checkpoints of two units trained together splits their group on resume;
+    # the re-formed groups reproduce the numbers up to float rounding (elementwise kernels round a
+    # stacked tensor's last elements differently), not bit for bit.
+    assert_same_results(run_dir, reference, exact=fault != "during-write:checkpoint.pt:7")
 
 
 def test_second_process_on_a_busy_run_directory_is_refused(tmp_path):

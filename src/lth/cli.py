@@ -44,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override any configuration value, e.g. --set train.lr=0.001 (repeatable)")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's choice)")
+    run.add_argument("--parallel-units", type=int, metavar="N",
+                     help="train up to N units of a level at once as one vectorised computation "
+                     "(default 0 = automatic: all of a level's units for models without BatchNorm/"
+                     "dropout; 1 = one at a time). Results equal one-at-a-time training up to float "
+                     "rounding; resume works across different values")
+    run.add_argument("--precision", choices=("fp32", "bf16"),
+                     help="matrix-product precision: fp32 (the paper's, default) or bf16 (bfloat16 "
+                     "products, float32 weights/optimizer/loss; fast on CPUs with AMX and on GPUs). "
+                     "Part of the configuration: a bf16 run gets its own run directory")
     run.add_argument("--deterministic", action="store_true", default=None,
                      help="use PyTorch's deterministic algorithms (for bit-reproducible GPU runs; "
                      "CPU runs are deterministic already)")
@@ -61,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir", type=Path)
     pl.add_argument("--out", type=Path, help="PNG/PDF/SVG path (default: RUN_DIR/figure.png)")
     pl.add_argument("--title")
+    from .export import add_export_parser
+    add_export_parser(sub)
     return p
 
 
@@ -81,6 +92,8 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
         ("train", "eval_every"): args.eval_every,
         ("runtime", "device"): args.device,
         ("runtime", "threads"): args.threads,
+        ("runtime", "parallel_units"): args.parallel_units,
+        ("train", "precision"): args.precision,
         ("runtime", "deterministic"): args.deterministic,
     }
     # Apply all flag changes at once through a dict so cross-field checks see the final values.
@@ -162,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .presets import PresetError
     from .report import ReportError
     from .store import StoreError
+    from .export import cmd_export
 
     parser = _parser()
     args = parser.parse_args(argv)
@@ -169,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = {"run": cmd_run, "presets": cmd_presets, "report": cmd_report,
-               "plot": cmd_plot}[args.command]
+               "plot": cmd_plot, "export": cmd_export}[args.command]
     try:
         return handler(args)
     except (ConfigError, DataError, ModelError, PresetError, StoreError, ReportError) as e:

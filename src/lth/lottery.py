@@ -46,7 +46,9 @@ from .pruning import (
 )
 from .seeds import derive_seed, generator
 from .store import RESULT, RunStore, StoreError, atomic_torch_save, atomic_write_bytes, atomic_write_json, torch_load
-from .train import TrainingDiverged, TrainResult, TrainState, apply_mask_, train
+from .batched import UnitInput, train_many
+from .stacked import supports_batching
+from .train import EvalPoint, TrainingDiverged, TrainResult, TrainState, apply_mask_, train
 
 Log = Callable[[str], None]
 
@@ -213,88 +215,141 @@ class Lottery:
         return mask
 
     # ------------------------------------------------------------------ one unit
+    def _checkpoint_path(self, spec: UnitSpec):
+        return self.store.unit_dir(spec.trial, spec.level, spec.branch) / "checkpoint.pt"
+
+    def _load_resume(self, spec: UnitSpec) -> TrainState | None:
+        path = self._checkpoint_path(spec)
+        return TrainState(**torch_load(path)) if path.exists() else None
+
+    def _save_checkpoint(self, spec: UnitSpec, state: TrainState) -> None:
+        atomic_torch_save(self._checkpoint_path(spec), {
+            "step": state.step,
+            "model": {k: v.cpu() for k, v in state.model.items()},
+            "optimizer": state.optimizer,
+            "history": state.history,
+            "rng": state.rng,
+            "elapsed": state.elapsed,
+            "running_loss": None if state.running_loss is None else state.running_loss.cpu(),
+            "since_eval": state.since_eval,
+        })
+
+    def _save_rewind(self, trial: int, state: dict[str, torch.Tensor]) -> None:
+        atomic_torch_save(self.store.trial_dir(trial) / "rewind.pt", {k: v.cpu() for k, v in state.items()})
+
+    def _capture_steps(self, spec: UnitSpec) -> frozenset[int]:
+        k = self.cfg.lottery.rewind_iteration
+        return frozenset({k}) if (spec.level == 0 and k > 0) else frozenset()
+
+    def _announce(self, spec: UnitSpec, label: str, resume: TrainState | None) -> None:
+        self.store.unit_dir(spec.trial, spec.level, spec.branch).mkdir(parents=True, exist_ok=True)
+        if resume is not None:
+            self.log(f"{label} resuming from checkpoint at iteration {resume.step}")
+        else:
+            self.log(f"{label} training from iteration {spec.start_step}")
+
     def run_unit(self, spec: UnitSpec, progress: Progress) -> dict[str, Any]:
+        """Train one unit with :func:`lth.train.train` (any model; BatchNorm and dropout included)."""
         store, cfg = self.store, self.cfg
-        udir = store.unit_dir(spec.trial, spec.level, spec.branch)
         if store.is_done(spec.trial, spec.level, spec.branch):
             return store.result(spec.trial, spec.level, spec.branch)
-        udir.mkdir(parents=True, exist_ok=True)
-        weights_remaining = density(spec.mask)
-        label = progress.unit_label(spec.trial, spec.level, spec.branch, weights_remaining)
-
+        label = progress.unit_label(spec.trial, spec.level, spec.branch, density(spec.mask))
         model = self.new_model()
         model.load_state_dict(spec.start_state)
         model.to(self.device)
         mask = {k: v.to(self.device) for k, v in spec.mask.items()}
         apply_mask_(model, mask)
-
-        ckpt_path = udir / "checkpoint.pt"
-        resume = None
-        if ckpt_path.exists():
-            s = torch_load(ckpt_path)
-            resume = TrainState(**s)
-            self.log(f"{label} resuming from checkpoint at iteration {resume.step}")
-        else:
-            self.log(f"{label} training from iteration {spec.start_step}")
-
-        rewind_k = cfg.lottery.rewind_iteration
-        capture = frozenset({rewind_k}) if (spec.level == 0 and rewind_k > 0) else frozenset()
-
-        def on_capture(step: int, state: dict[str, torch.Tensor]) -> None:
-            atomic_torch_save(store.trial_dir(spec.trial) / "rewind.pt",
-                              {k: v.cpu() for k, v in state.items()})
-
-        def on_checkpoint(state: TrainState) -> None:
-            atomic_torch_save(ckpt_path, {
-                "step": state.step,
-                "model": {k: v.cpu() for k, v in state.model.items()},
-                "optimizer": state.optimizer,
-                "history": state.history,
-                "rng": state.rng,
-                "elapsed": state.elapsed,
-                "running_loss": None if state.running_loss is None else state.running_loss.cpu(),
-                "since_eval": state.since_eval,
-            })
-
+        resume = self._load_resume(spec)
+        self._announce(spec, label, resume)
         first = resume.step if resume else spec.start_step
 
-        def on_eval(p: Any) -> None:
-            it = p.iteration
-            if not progress.due():
-                return
-            self.log(
-                f"{label} it {it:>6}/{cfg.train.iterations} val_loss {p.val_loss:.4f} "
-                f"val_acc {100 * p.val_accuracy:5.2f}% test_acc {100 * p.test_accuracy:5.2f}% "
-                f"| ETA {progress.eta(it - first)}"
-            )
+        def on_eval(p: EvalPoint) -> None:
+            if progress.due():
+                self.log(f"{label} it {p.iteration:>6}/{cfg.train.iterations} val_loss {p.val_loss:.4f} "
+                         f"val_acc {100 * p.val_accuracy:5.2f}% test_acc {100 * p.test_accuracy:5.2f}% "
+                         f"| ETA {progress.eta(p.iteration - first)}")
 
-        status, error = "ok", None
-        result: TrainResult | None = None
+        outcome: TrainResult | TrainingDiverged
         try:
-            result = train(
+            outcome = train(
                 model, mask, self.splits, cfg.train,
                 data_seed=self.seed("data", spec.trial),
                 start_step=spec.start_step,
                 resume=resume,
                 checkpoint_every=cfg.runtime.checkpoint_every,
-                on_checkpoint=on_checkpoint,
-                capture_steps=capture,
-                on_capture=on_capture,
+                on_checkpoint=lambda st: self._save_checkpoint(spec, st),
+                capture_steps=self._capture_steps(spec),
+                on_capture=lambda step, st: self._save_rewind(spec.trial, st),
                 on_eval=on_eval,
                 eval_batch_size=cfg.runtime.eval_batch_size,
                 dropout_seed=self.seed("dropout", spec.trial, spec.level, spec.branch),
             )
         except TrainingDiverged as e:
-            status, error = "failed", str(e)
-            self.log(f"{label} FAILED: {e}; recorded as failed, other units continue")
+            outcome = e
         progress.done_iters += cfg.train.iterations - first
+        return self._finish_unit(spec, outcome, label)
 
+    def run_batch(self, specs: list[UnitSpec], progress: Progress, *, pad: bool = False) -> list[dict[str, Any]]:
+        """Train units that start (or resume) at the same iteration as one vectorised computation.
+
+        ``pad``: train a lone unit beside a discarded copy of itself. Batched products give each
+        unit bit-identical results for any group of two or more, but a group of one takes a
+        different (single-GEMM) path; padding keeps a unit's numbers identical when a crash split
+        its level's group and it resumes alone."""
+        cfg = self.cfg
+        labels = [progress.unit_label(s.trial, s.level, s.branch, density(s.mask)) for s in specs]
+        resumes = [self._load_resume(s) for s in specs]
+        for spec, label, resume in zip(specs, labels, resumes):
+            self._announce(spec, label, resume)
+        first = resumes[0].step if resumes[0] is not None else specs[0].start_step
+        units = [UnitInput(s.start_state, s.mask, self.seed("data", s.trial), r) for s, r in zip(specs, resumes)]
+        real = len(units)
+        if pad and real == 1:
+            units.append(units[0])
+        level = specs[0].level
+        latest: dict[int, EvalPoint] = {}
+
+        def span(xs: list[float], fmt: str = "5.2f", unit: str = "%") -> str:
+            lo, hi = format(min(xs), fmt), format(max(xs), fmt)
+            return f"{lo}{unit}" if len(xs) == 1 else f"{lo}-{hi}{unit}"
+
+        head = labels[0] if len(specs) == 1 else f"[level {level}/{cfg.lottery.levels}, {len(specs)} units at once]"
+
+        def on_eval(i: int, p: EvalPoint) -> None:
+            if i >= real:
+                return
+            latest[i] = p
+            if len(latest) == len(specs) and progress.due():
+                pts = list(latest.values())
+                self.log(f"{head} it {p.iteration:>6}/{cfg.train.iterations} "
+                         f"val_loss {span([q.val_loss for q in pts], '.4f', '')} "
+                         f"val_acc {span([100 * q.val_accuracy for q in pts])} "
+                         f"test_acc {span([100 * q.test_accuracy for q in pts])} "
+                         f"| ETA {progress.eta((p.iteration - first) * len(specs))}")
+
+        outcomes = train_many(
+            self.new_model(), units, self.splits, cfg.train,
+            start_step=specs[0].start_step,
+            eval_batch_size=cfg.runtime.eval_batch_size,
+            checkpoint_every=cfg.runtime.checkpoint_every,
+            on_checkpoint=lambda i, st: i < real and self._save_checkpoint(specs[i], st),
+            capture_steps=self._capture_steps(specs[0]),
+            on_capture=lambda i, step, st: i < real and self._save_rewind(specs[i].trial, st),
+            on_eval=on_eval,
+        )
+        progress.done_iters += (cfg.train.iterations - first) * len(specs)
+        return [self._finish_unit(s, o, lab) for s, o, lab in zip(specs, outcomes[:real], labels)]
+
+    def _finish_unit(self, spec: UnitSpec, outcome: TrainResult | TrainingDiverged, label: str) -> dict[str, Any]:
+        store = self.store
+        udir = store.unit_dir(spec.trial, spec.level, spec.branch)
         record: dict[str, Any] = {
             "trial": spec.trial, "level": spec.level, "branch": spec.branch,
-            "weights_remaining": weights_remaining,
-            "status": status,
+            "weights_remaining": density(spec.mask),
+            "status": "ok" if isinstance(outcome, TrainResult) else "failed",
         }
-        if result is not None:
+        if isinstance(outcome, TrainResult):
+            result = outcome
             es = result.early_stop
             last = result.history[-1]
             record.update({
@@ -318,13 +373,45 @@ class Lottery:
                 f"({fmt_seconds(result.seconds)})"
             )
         else:
-            record["error"] = error
+            record["error"] = str(outcome)
+            self.log(f"{label} FAILED: {outcome}; recorded as failed, other units continue")
         # result.json last: its presence marks the unit finished.
         atomic_write_json(udir / RESULT, record)
-        if ckpt_path.exists():
-            ckpt_path.unlink()
+        ckpt = udir / "checkpoint.pt"
+        if ckpt.exists():
+            ckpt.unlink()
         store.write_summary()
         return record
+
+    # ------------------------------------------------------------------ groups of units
+    def parallel_units(self, model: nn.Module) -> int:
+        """How many units train at once: ``runtime.parallel_units``, or automatically all of a
+        level's units for models the vectorised engines support (1 for BatchNorm/dropout)."""
+        if not supports_batching(model):
+            return 1
+        return self.cfg.runtime.parallel_units or 1_000_000
+
+    def run_units(self, specs: list[UnitSpec], progress: Progress) -> None:
+        """Train the unfinished ``specs``: vectorised in groups that share a start point (models
+        without BatchNorm/dropout, even a group of one: the engines beat the module path), else one
+        at a time with :func:`lth.train.train`."""
+        todo = [s for s in specs if not self.store.is_done(s.trial, s.level, s.branch)]
+        if not todo:
+            return
+        if not supports_batching(self.new_model()):
+            for spec in todo:
+                self.run_unit(spec, progress)
+            return
+        per_group = self.parallel_units(self.new_model())
+        by_start: dict[int, list[UnitSpec]] = {}
+        for spec in todo:
+            path = self._checkpoint_path(spec)
+            start = int(torch_load(path)["step"]) if path.exists() else spec.start_step
+            by_start.setdefault(start, []).append(spec)
+        for start in sorted(by_start, reverse=True):  # the furthest along first
+            group = by_start[start]
+            for i in range(0, len(group), per_group):
+                self.run_batch(group[i: i + per_group], progress, pad=len(specs) > 1 and per_group > 1)
 
     # ------------------------------------------------------------------ the whole experiment
     def run(self) -> list[dict[str, Any]]:
@@ -332,30 +419,35 @@ class Lottery:
         progress = Progress(cfg, self.log, self.store)
         branches = ["ticket"] + [b for b in L.branches if b != "ticket"]
         remaining = len(progress.units) - progress.finished_units
+        template = self.new_model()
         self.log(
             f"run directory {self.store.path}: {len(progress.units)} units "
             f"({L.trials} trials x (1 dense + {L.levels} levels x {len(branches)} branches)), "
-            f"{progress.finished_units} already finished, {remaining} to train"
+            f"{progress.finished_units} already finished, {remaining} to train; "
+            f"up to {min(self.parallel_units(template), L.trials * len(branches))} units at once"
         )
-        template = self.new_model()
-        for trial in range(L.trials):
-            theta0 = self.initial_state(trial)
-            dense = UnitSpec(trial, 0, "ticket", self.level_mask(trial, 0, template), theta0, 0)
-            rec = self.run_unit(dense, progress)
-            if rec["status"] != "ok":
-                self.log(f"trial {trial}: the dense network failed; skipping its pruned levels")
-                continue
-            start_state = self.rewind_state(trial)
-            for level in range(1, L.levels + 1):
-                prev_ok = L.one_shot or self.store.result(trial, level - 1, "ticket")["status"] == "ok"
-                if not prev_ok:
+        # Level by level across trials, so the units of a level can train together.
+        dense = [UnitSpec(t, 0, "ticket", self.level_mask(t, 0, template), self.initial_state(t), 0)
+                 for t in range(L.trials)]
+        self.run_units(dense, progress)
+        alive = []
+        for t in range(L.trials):
+            if self.store.result(t, 0, "ticket")["status"] == "ok":
+                alive.append(t)
+            else:
+                self.log(f"trial {t}: the dense network failed; skipping its pruned levels")
+        for level in range(1, L.levels + 1):
+            specs: list[UnitSpec] = []
+            for trial in list(alive):
+                if not L.one_shot and self.store.result(trial, level - 1, "ticket")["status"] != "ok":
                     self.log(f"trial {trial}: ticket at level {level - 1} failed; "
                              "no further levels can be pruned from it")
-                    break
+                    alive.remove(trial)
+                    continue
                 mask = self.level_mask(trial, level, template)
-                for branch in branches:
-                    spec = self.branch_spec(trial, level, branch, mask, start_state)
-                    self.run_unit(spec, progress)
+                start_state = self.rewind_state(trial)
+                specs += [self.branch_spec(trial, level, b, mask, start_state) for b in branches]
+            self.run_units(specs, progress)
         records = self.store.write_summary()
         self.log(f"finished in {fmt_seconds(time.perf_counter() - progress.t0)}; "
                  f"summary: {self.store.path / 'summary.json'}")
