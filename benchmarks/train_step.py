@@ -11,6 +11,7 @@ every step. All variants train the same masked network in the same process, side
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -67,67 +68,165 @@ def plain_loop(model, mask, splits, iterations: int, batch: int, lr: float) -> f
     return (time.perf_counter() - t0) / iterations
 
 
+def engine_units(n: int, rep: int, levels: int) -> list[UnitInput]:
+    units = []
+    for u in range(n):
+        m, mk = sparse_lenet(100 * rep + u, levels)
+        units.append(UnitInput({k: v.detach().clone() for k, v in m.state_dict().items()}, mk, u))
+    return units
+
+
+def marginal(run, cfg: TrainConfig) -> float:
+    """Seconds per iteration, excluding fixed costs (set-up, the evaluations at iteration 0 and at
+    the end): the difference between training ``cfg.iterations`` and twice as many."""
+    t1 = run(cfg)
+    t2 = run(dataclasses.replace(cfg, iterations=2 * cfg.iterations))
+    return max(t2 - t1, 1e-9) / cfg.iterations
+
+
+def time_many(splits, cfg: TrainConfig, n: int, rep: int, levels: int) -> float:
+    """Seconds per network-iteration of train_many over ``n`` units (evaluation excluded)."""
+    def run(c: TrainConfig) -> float:
+        units = engine_units(n, rep, levels)
+        t0 = time.perf_counter()
+        train_many(build_model("lenet300", (1, 28, 28), 10), units, splits, c)
+        return time.perf_counter() - t0
+    return marginal(run, cfg) / n
+
+
+def time_module(splits, cfg: TrainConfig, rep: int, levels: int) -> float:
+    def run(c: TrainConfig) -> float:
+        model, mask = sparse_lenet(rep, levels)
+        t0 = time.perf_counter()
+        train(model, mask, splits, c, data_seed=rep)
+        return time.perf_counter() - t0
+    return marginal(run, cfg)
+
+
+def time_eval(splits, precision: str, n: int, levels: int) -> float:
+    """Seconds per network for one evaluation of validation + test (what every 100 iterations costs)."""
+    from lth.batched import _evaluate_many
+    from lth.stacked import make_engine
+    units = engine_units(n, 0, levels)
+    engine = make_engine(build_model("lenet300", (1, 28, 28), 10), [u.state for u in units],
+                         [u.mask for u in units], "cpu", precision)
+    _evaluate_many(engine, splits.val_x, splits.val_y, 10_000)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        _evaluate_many(engine, splits.val_x, splits.val_y, 10_000)
+        _evaluate_many(engine, splits.test_x, splits.test_y, 10_000)
+    return (time.perf_counter() - t0) / 3 / n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--units", type=int, default=15)
-    ap.add_argument("--levels", type=int, default=7, help="pruning levels of the test mask (7 = 21%%)")
+    ap.add_argument("--levels", default="0,7,15",
+                    help="pruning levels of the test masks (0 = dense, 7 = 21%%, 15 = 3.6%%)")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--results", default="benchmarks/results")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    levels = [int(x) for x in args.levels.split(",")]
     splits = load_splits("mnist", args.data_dir, val_size=5000, split_seed=0)
-    cfg = TrainConfig(iterations=args.iterations, batch_size=60, lr=1.2e-3,
-                      eval_every=args.iterations * 10)  # no evaluation inside the timed region
-    timings: dict[str, list[float]] = {"plain": [], "lth_single": [], "lth_batched_per_network": []}
-    for rep in range(args.repeats):
-        model, mask = sparse_lenet(rep, args.levels)
-        timings["plain"].append(plain_loop(model, mask, splits, args.iterations, 60, 1.2e-3))
-        model, mask = sparse_lenet(rep, args.levels)
-        res = train(model, mask, splits, cfg, data_seed=rep)
-        # train() evaluates at iteration 0 and at the end; subtract nothing: that is its real cost.
-        timings["lth_single"].append(res.seconds / args.iterations)
-        units = []
-        for u in range(args.units):
-            m, mk = sparse_lenet(100 * rep + u, args.levels)
-            units.append(UnitInput({k: v.detach().clone() for k, v in m.state_dict().items()}, mk, u))
-        t0 = time.perf_counter()
-        train_many(build_model("lenet300", (1, 28, 28), 10), units, splits, cfg)
-        timings["lth_batched_per_network"].append((time.perf_counter() - t0) / args.iterations / args.units)
-    best = {k: min(v) for k, v in timings.items()}
-    speed_single = best["plain"] / best["lth_single"]
-    speed_batched = best["plain"] / best["lth_batched_per_network"]
-    result = {
-        "machine": machine_info(), "iterations": args.iterations, "units": args.units,
-        "mask_levels": args.levels, "ms_per_iteration": {k: 1000 * v for k, v in best.items()},
-        "all_runs_ms": {k: [1000 * x for x in v] for k, v in timings.items()},
-        "speedup_single_vs_plain": speed_single,
-        "throughput_batched_vs_plain": speed_batched,
-    }
-    md = "\n".join([
-        "# Training-step benchmark: LeNet-300-100, MNIST, batch 60, Adam",
+    rows = []
+    for lv in levels:
+        t: dict[str, list[float]] = {}
+        for rep in range(args.repeats):
+            for prec in ("fp32", "bf16"):
+                cfg = TrainConfig(iterations=args.iterations, batch_size=60, lr=1.2e-3, precision=prec,
+                                  eval_every=args.iterations * 10)
+                if prec == "fp32":
+                    model, mask = sparse_lenet(rep, lv)
+                    t.setdefault("plain", []).append(plain_loop(model, mask, splits, args.iterations, 60, 1.2e-3))
+                    t.setdefault("module_fp32", []).append(time_module(splits, cfg, rep, lv))
+                t.setdefault(f"single_{prec}", []).append(time_many(splits, cfg, 1, rep, lv))
+                t.setdefault(f"batched_{prec}", []).append(time_many(splits, cfg, args.units, rep, lv))
+        best = {k: 1000 * min(v) for k, v in t.items()}
+        model, mask = sparse_lenet(0, lv)
+        rows.append({
+            "level": lv,
+            "weights_remaining": sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values()),
+            "ms_per_network_iteration": best,
+            "all_runs_ms": {k: [1000 * x for x in v] for k, v in t.items()},
+            "eval_ms_per_network": {p: 1000 * time_eval(splits, p, args.units, lv) for p in ("fp32", "bf16")},
+        })
+    result = {"machine": machine_info(), "iterations": args.iterations, "units": args.units,
+              "repeats": args.repeats, "rows": rows, "projection": projection(rows, args.units)}
+    cmd = " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    lines = [
+        "# Training-step benchmark: LeNet-300-100, MNIST, batch 60, Adam 1.2e-3",
         "",
-        f"- command: `python benchmarks/train_step.py {' '.join(argv if argv is not None else __import__('sys').argv[1:])}`",
+        f"- command: `python benchmarks/train_step.py {cmd}`",
         f"- machine: {result['machine']}",
-        f"- best of {args.repeats} runs of {args.iterations} iterations; mask after {args.levels} levels",
+        f"- best of {args.repeats} runs per variant, all in one process; lth variants: the marginal "
+        f"cost of {args.iterations} more iterations (evaluations and set-up excluded; they are below)",
+        "- plain: nn.Module, default Adam, masks re-applied after each step, loss.item() every step",
+        "- lth module: `lth.train.train` (the path for BatchNorm/dropout models); lth engine: "
+        "`lth.batched.train_many` (1 or N units; what `lth run` uses for MLPs and convnets)",
         "",
-        "| variant | ms per network-iteration | vs plain |",
-        "|---|---|---|",
-        f"| plain PyTorch loop | {1000 * best['plain']:.3f} | 1.00x |",
-        f"| lth single ticket (`lth.train.train`) | {1000 * best['lth_single']:.3f} | {speed_single:.2f}x |",
-        f"| lth batched, {args.units} networks (`lth.batched.train_many`), per network | "
-        f"{1000 * best['lth_batched_per_network']:.3f} | {speed_batched:.2f}x |",
-        "",
-    ])
+        "| weights left | plain ms/it | lth module fp32 | lth engine x1 fp32 | lth engine x1 bf16 "
+        f"| lth engine x{args.units} fp32 (per net) | lth engine x{args.units} bf16 (per net) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        b = r["ms_per_network_iteration"]
+        cell = lambda k: f"{b[k]:.3f} ({b['plain'] / b[k]:.2f}x)"
+        lines.append(f"| {100 * r['weights_remaining']:.1f}% | {b['plain']:.3f} | {cell('module_fp32')} | "
+                     f"{cell('single_fp32')} | {cell('single_bf16')} | {cell('batched_fp32')} | "
+                     f"{cell('batched_bf16')} |")
+    lines += ["", "Evaluation of validation + test (15,000 images) per network, batched over "
+              f"{args.units} units: " + "; ".join(
+                  f"{100 * r['weights_remaining']:.1f}%: fp32 {r['eval_ms_per_network']['fp32']:.1f} ms, "
+                  f"bf16 {r['eval_ms_per_network']['bf16']:.1f} ms" for r in rows), ""]
+    pj = result["projection"]
+    lines += ["## Projection: the paper's LeNet figure (5 trials x (1 dense + 16 levels x 3 branches), "
+              "50K iterations, evaluation every 100)", ""]
+    for prec in ("fp32", "bf16"):
+        lines.append(f"- {prec}: {pj[prec]['hours']:.2f} h ({pj[prec]['train_hours']:.2f} h training, "
+                     f"{pj[prec]['eval_hours']:.2f} h evaluation); plain loop without evaluation: "
+                     f"{pj['plain_hours']:.2f} h")
+    lines.append("")
+    md = "\n".join(lines)
     out = Path(args.results)
     atomic_write_json(out / "train_step.json", result)
     atomic_write_bytes(out / "train_step.md", md.encode())
     print(md)
-    print(json.dumps(result["ms_per_iteration"]))
     return 0
+
+
+def projection(rows: list[dict], units: int) -> dict:
+    """Hours for the full figure, from the measured per-network costs, interpolated in log-density
+    between the measured mask densities (each level's density from the paper's counting rule)."""
+    import math
+    dens = sorted((r["weights_remaining"], r) for r in rows)
+
+    def at(d: float, key: str, sub: str) -> float:
+        pts = [(math.log(x), r[key][sub]) for x, r in dens]
+        ld = math.log(d)
+        if ld <= pts[0][0]:
+            return pts[0][1]
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            if ld <= x1:
+                return y0 + (y1 - y0) * (ld - x0) / (x1 - x0)
+        return pts[-1][1]
+
+    out: dict = {}
+    levels = [0] + [lv for lv in range(1, 17) for _ in range(3)]
+    for prec in ("fp32", "bf16"):
+        train_s = eval_s = 0.0
+        for lv in levels:
+            _, mask = sparse_lenet(0, lv)
+            d = sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+            train_s += 5 * 50_000 * at(d, "ms_per_network_iteration", f"batched_{prec}") / 1000
+            eval_s += 5 * 501 * at(d, "eval_ms_per_network", prec) / 1000
+        out[prec] = {"hours": (train_s + eval_s) / 3600, "train_hours": train_s / 3600, "eval_hours": eval_s / 3600}
+    out["plain_hours"] = 5 * 49 * 50_000 * at(0.2, "ms_per_network_iteration", "plain") / 1000 / 3600
+    return out
 
 
 if __name__ == "__main__":
