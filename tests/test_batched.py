@@ -137,7 +137,7 @@ def test_batched_checkpoints_resume_batched_and_one_at_a_time(digits, keep):
     reference = train_many(template, inputs, digits, cfg)
     saved: dict[int, list[TrainState]] = {0: [], 1: []}
     train_many(template, inputs, digits, cfg, checkpoint_every=60,
-               on_checkpoint=lambda i, st: saved[i].append(st))
+               on_checkpoint=lambda states: [saved[i].append(st) for i, st in states.items()])
     assert [s.step for s in saved[0]] == [60, 120]
     resumed = train_many(template, [UnitInput(st, k, i, resume=saved[i][0])
                                     for i, (st, (_, k)) in enumerate(zip(states, made))], digits, cfg)
@@ -165,7 +165,7 @@ def test_units_resuming_from_different_iterations_are_refused(digits):
     st = {kk: v.detach().clone() for kk, v in m.state_dict().items()}
     got: list[TrainState] = []
     train_many(build_model("mlp-100-50", (1, 8, 8), 10), [UnitInput(st, k, 0)], digits, cfg,
-               checkpoint_every=20, on_checkpoint=lambda i, s: got.append(s))
+               checkpoint_every=20, on_checkpoint=lambda states: got.append(states[0]))
     with pytest.raises(ValueError, match="different iterations"):
         train_many(build_model("mlp-100-50", (1, 8, 8), 10),
                    [UnitInput(st, k, 0, resume=got[0]), UnitInput(st, k, 1)], digits, cfg)

@@ -175,28 +175,36 @@ def test_more_levels_and_trials_extend_the_same_run_directory(tmp_path, digits):
     assert r1[0] in r2 and len(r2) == 2 * (1 + 2 * 2)
 
 
-def test_interrupted_run_resumes_to_identical_results(tmp_path, digits, monkeypatch):
-    cfg = make_cfg(lottery__levels=2)
-    ref_path, ref = run(cfg, tmp_path / "ref", digits)
+class Crash(Exception):
+    pass
 
-    import lth.lottery as lottery_mod
-    real_save = lottery_mod.atomic_torch_save
+
+def crash_at_checkpoint_write(monkeypatch, n: int) -> None:
+    """Raise Crash right after the n-th checkpoint file (checkpoint.pt or a group's
+    checkpoint.next.pt) has been written."""
+    import lth.store as store_mod
+    real_save = store_mod.atomic_torch_save
     calls = {"n": 0}
-
-    class Crash(Exception):
-        pass
 
     def crashing_save(path, obj):
         real_save(path, obj)
-        if Path(path).name == "checkpoint.pt":
+        if Path(path).name.startswith("checkpoint"):
             calls["n"] += 1
-            if calls["n"] == 5:  # mid-unit, after a checkpoint of level 1
+            if calls["n"] == n:
+                monkeypatch.setattr(store_mod, "atomic_torch_save", real_save)
                 raise Crash
 
-    monkeypatch.setattr(lottery_mod, "atomic_torch_save", crashing_save)
+    monkeypatch.setattr(store_mod, "atomic_torch_save", crashing_save)
+
+
+def test_interrupted_run_resumes_to_identical_results(tmp_path, digits, monkeypatch):
+    cfg = make_cfg(lottery__levels=2)
+    ref_path, ref = run(cfg, tmp_path / "ref", digits)
+    # level 0 writes 2 checkpoints; level 1's three units 3 at iteration 50 (committed together)
+    # and the crash comes after the third of its next three, at iteration 100
+    crash_at_checkpoint_write(monkeypatch, 8)
     with pytest.raises(Crash):
         run(cfg, tmp_path / "b", digits)
-    monkeypatch.setattr(lottery_mod, "atomic_torch_save", real_save)
     path = next((tmp_path / "b").iterdir())
     assert list(path.glob("trial_0/level_*/*/checkpoint.pt")), "the crash left a checkpoint"
     lines: list[str] = []
@@ -327,31 +335,21 @@ def test_vectorised_levels_equal_one_unit_at_a_time(tmp_path, digits):
 def test_a_run_interrupted_while_vectorised_resumes_one_unit_at_a_time(tmp_path, digits, monkeypatch):
     cfg = make_cfg(lottery__trials=2, lottery__levels=1)
     ref_path, ref = run(cfg, tmp_path / "ref", digits)
-    import lth.lottery as lottery_mod
-    real_save = lottery_mod.atomic_torch_save
-    calls = {"n": 0}
-
-    class Crash(Exception):
-        pass
-
-    def crashing_save(path, obj):
-        real_save(path, obj)
-        if Path(path).name == "checkpoint.pt":
-            calls["n"] += 1
-            if calls["n"] == 8:  # level 0 wrote 2x2; the 4th of level 1's 6 at iteration 50
-                raise Crash
-
-    monkeypatch.setattr(lottery_mod, "atomic_torch_save", crashing_save)
+    # level 0 (2 units) writes 2 + 2; level 1 (6 units) commits 6 at iteration 50, then the crash
+    # comes after 3 of its 6 at iteration 100: a half-written group checkpoint
+    crash_at_checkpoint_write(monkeypatch, 13)
     with pytest.raises(Crash):
         run(cfg, tmp_path / "b", digits)
-    monkeypatch.setattr(lottery_mod, "atomic_torch_save", real_save)
     path = next((tmp_path / "b").iterdir())
-    assert len(list(path.glob("trial_*/level_1/*/checkpoint.pt"))) == 4
+    assert len(list(path.glob("trial_*/level_1/*/checkpoint.next.pt"))) == 3
+    assert len(list(path.glob("trial_*/level_1/*/checkpoint.pt"))) == 6
     one = make_cfg(lottery__trials=2, lottery__levels=1, runtime__parallel_units=1)
     lines: list[str] = []
     with RunStore.open(one, run_dir=path) as store:
         resumed = Lottery(one, store, digits, log=lines.append).run()
-    assert sum("resuming from checkpoint" in line for line in lines) == 4
+    # the unfinished group checkpoint was discarded: all six resume from iteration 50
+    assert sum(line.endswith("resuming from checkpoint at iteration 50") for line in lines) == 6
+    assert not list(path.glob("trial_*/level_*/*/checkpoint.next.pt"))
     a, b = _metrics(ref), _metrics(resumed)
     assert a.keys() == b.keys()
     for key in a:

@@ -80,15 +80,16 @@ def train_many(
     start_step: int = 0,
     eval_batch_size: int = 10_000,
     checkpoint_every: int = 0,
-    on_checkpoint: Callable[[int, TrainState], None] | None = None,
+    on_checkpoint: Callable[[dict[int, TrainState]], None] | None = None,
     capture_steps: frozenset[int] = frozenset(),
     on_capture: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None,
     on_eval: Callable[[int, EvalPoint], None] | None = None,
 ) -> list[TrainResult | TrainingDiverged]:
     """Train every unit from ``start_step`` (or its ``resume`` checkpoint) to ``cfg.iterations``.
 
-    ``model`` is a template of the architecture (its own weights are not used). Callbacks get the
-    unit's index first. A unit whose loss becomes NaN/inf is reported as a
+    ``model`` is a template of the architecture (its own weights are not used). ``on_capture`` and
+    ``on_eval`` get the unit's index first; ``on_checkpoint`` gets every live unit's state at once
+    (``{index: TrainState}``), so the caller can commit a group's checkpoints together. A unit whose loss becomes NaN/inf is reported as a
     :class:`TrainingDiverged` in its slot; the others go on (their slices never mix).
     """
     if not units:
@@ -167,11 +168,10 @@ def train_many(
                 and step % checkpoint_every == 0 and step < cfg.iterations):
             stacked = opt.state_dict()
             rng = capture_rng()
-            for i in range(n_units):
-                if i not in failed:
-                    on_checkpoint(i, TrainState(step, engine.unit_state(i), engine.unit_optimizer_state(stacked, i),
-                                                list(histories[i]), rng, time.perf_counter() - t0,
-                                                running[i].clone(), since_eval))
+            on_checkpoint({i: TrainState(step, engine.unit_state(i), engine.unit_optimizer_state(stacked, i),
+                                         list(histories[i]), rng, time.perf_counter() - t0,
+                                         running[i].clone(), since_eval)
+                           for i in range(n_units) if i not in failed})
         if step >= cfg.iterations:
             break
         epoch, pos = divmod(step, per_epoch)

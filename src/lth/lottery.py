@@ -45,7 +45,7 @@ from .pruning import (
     random_mask_like,
 )
 from .seeds import derive_seed, generator
-from .store import RESULT, RunStore, StoreError, atomic_torch_save, atomic_write_bytes, atomic_write_json, torch_load
+from .store import CHECKPOINT, RESULT, RunStore, StoreError, atomic_torch_save, atomic_write_bytes, atomic_write_json, torch_load
 from .batched import UnitInput, train_many
 from .stacked import supports_batching
 from .train import EvalPoint, TrainingDiverged, TrainResult, TrainState, apply_mask_, train
@@ -167,6 +167,8 @@ class Lottery:
         self.splits = splits
         self.log = log
         self.device = torch.device(cfg.runtime.device)
+        # Models without BatchNorm/dropout train on the vectorised engines (lth.stacked).
+        self.batchable = supports_batching(self.new_model())
 
     # ------------------------------------------------------------------ helpers
     def new_model(self) -> nn.Module:
@@ -216,14 +218,15 @@ class Lottery:
 
     # ------------------------------------------------------------------ one unit
     def _checkpoint_path(self, spec: UnitSpec):
-        return self.store.unit_dir(spec.trial, spec.level, spec.branch) / "checkpoint.pt"
+        return self.store.unit_dir(spec.trial, spec.level, spec.branch) / CHECKPOINT
 
     def _load_resume(self, spec: UnitSpec) -> TrainState | None:
         path = self._checkpoint_path(spec)
         return TrainState(**torch_load(path)) if path.exists() else None
 
-    def _save_checkpoint(self, spec: UnitSpec, state: TrainState) -> None:
-        atomic_torch_save(self._checkpoint_path(spec), {
+    @staticmethod
+    def _checkpoint_record(state: TrainState) -> dict[str, Any]:
+        return {
             "step": state.step,
             "model": {k: v.cpu() for k, v in state.model.items()},
             "optimizer": state.optimizer,
@@ -232,7 +235,13 @@ class Lottery:
             "elapsed": state.elapsed,
             "running_loss": None if state.running_loss is None else state.running_loss.cpu(),
             "since_eval": state.since_eval,
-        })
+        }
+
+    def _save_checkpoints(self, specs: list[UnitSpec], states: dict[int, TrainState]) -> None:
+        """All of a group's checkpoints commit together (RunStore.save_checkpoints)."""
+        idx = sorted(states)
+        self.store.save_checkpoints([self._checkpoint_path(specs[i]).parent for i in idx],
+                                    [self._checkpoint_record(states[i]) for i in idx])
 
     def _save_rewind(self, trial: int, state: dict[str, torch.Tensor]) -> None:
         atomic_torch_save(self.store.trial_dir(trial) / "rewind.pt", {k: v.cpu() for k, v in state.items()})
@@ -277,7 +286,7 @@ class Lottery:
                 start_step=spec.start_step,
                 resume=resume,
                 checkpoint_every=cfg.runtime.checkpoint_every,
-                on_checkpoint=lambda st: self._save_checkpoint(spec, st),
+                on_checkpoint=lambda st: self._save_checkpoints([spec], {0: st}),
                 capture_steps=self._capture_steps(spec),
                 on_capture=lambda step, st: self._save_rewind(spec.trial, st),
                 on_eval=on_eval,
@@ -289,23 +298,15 @@ class Lottery:
         progress.done_iters += cfg.train.iterations - first
         return self._finish_unit(spec, outcome, label)
 
-    def run_batch(self, specs: list[UnitSpec], progress: Progress, *, pad: bool = False) -> list[dict[str, Any]]:
-        """Train units that start (or resume) at the same iteration as one vectorised computation.
-
-        ``pad``: train a lone unit beside a discarded copy of itself. Batched products give each
-        unit bit-identical results for any group of two or more, but a group of one takes a
-        different (single-GEMM) path; padding keeps a unit's numbers identical when a crash split
-        its level's group and it resumes alone."""
+    def run_batch(self, specs: list[UnitSpec], resumes: list[TrainState | None],
+                  progress: Progress) -> list[dict[str, Any]]:
+        """Train units that start (or resume) at the same iteration as one vectorised computation."""
         cfg = self.cfg
         labels = [progress.unit_label(s.trial, s.level, s.branch, density(s.mask)) for s in specs]
-        resumes = [self._load_resume(s) for s in specs]
         for spec, label, resume in zip(specs, labels, resumes):
             self._announce(spec, label, resume)
         first = resumes[0].step if resumes[0] is not None else specs[0].start_step
         units = [UnitInput(s.start_state, s.mask, self.seed("data", s.trial), r) for s, r in zip(specs, resumes)]
-        real = len(units)
-        if pad and real == 1:
-            units.append(units[0])
         level = specs[0].level
         latest: dict[int, EvalPoint] = {}
 
@@ -316,8 +317,6 @@ class Lottery:
         head = labels[0] if len(specs) == 1 else f"[level {level}/{cfg.lottery.levels}, {len(specs)} units at once]"
 
         def on_eval(i: int, p: EvalPoint) -> None:
-            if i >= real:
-                return
             latest[i] = p
             if len(latest) == len(specs) and progress.due():
                 pts = list(latest.values())
@@ -332,13 +331,13 @@ class Lottery:
             start_step=specs[0].start_step,
             eval_batch_size=cfg.runtime.eval_batch_size,
             checkpoint_every=cfg.runtime.checkpoint_every,
-            on_checkpoint=lambda i, st: i < real and self._save_checkpoint(specs[i], st),
+            on_checkpoint=lambda states: self._save_checkpoints(specs, states),
             capture_steps=self._capture_steps(specs[0]),
-            on_capture=lambda i, step, st: i < real and self._save_rewind(specs[i].trial, st),
+            on_capture=lambda i, step, st: self._save_rewind(specs[i].trial, st),
             on_eval=on_eval,
         )
         progress.done_iters += (cfg.train.iterations - first) * len(specs)
-        return [self._finish_unit(s, o, lab) for s, o, lab in zip(specs, outcomes[:real], labels)]
+        return [self._finish_unit(s, o, lab) for s, o, lab in zip(specs, outcomes, labels)]
 
     def _finish_unit(self, spec: UnitSpec, outcome: TrainResult | TrainingDiverged, label: str) -> dict[str, Any]:
         store = self.store
@@ -377,17 +376,17 @@ class Lottery:
             self.log(f"{label} FAILED: {outcome}; recorded as failed, other units continue")
         # result.json last: its presence marks the unit finished.
         atomic_write_json(udir / RESULT, record)
-        ckpt = udir / "checkpoint.pt"
+        ckpt = udir / CHECKPOINT
         if ckpt.exists():
             ckpt.unlink()
         store.write_summary()
         return record
 
     # ------------------------------------------------------------------ groups of units
-    def parallel_units(self, model: nn.Module) -> int:
+    def parallel_units(self) -> int:
         """How many units train at once: ``runtime.parallel_units``, or automatically all of a
         level's units for models the vectorised engines support (1 for BatchNorm/dropout)."""
-        if not supports_batching(model):
+        if not self.batchable:
             return 1
         return self.cfg.runtime.parallel_units or 1_000_000
 
@@ -396,22 +395,20 @@ class Lottery:
         without BatchNorm/dropout, even a group of one: the engines beat the module path), else one
         at a time with :func:`lth.train.train`."""
         todo = [s for s in specs if not self.store.is_done(s.trial, s.level, s.branch)]
-        if not todo:
-            return
-        if not supports_batching(self.new_model()):
+        if not self.batchable:
             for spec in todo:
                 self.run_unit(spec, progress)
             return
-        per_group = self.parallel_units(self.new_model())
-        by_start: dict[int, list[UnitSpec]] = {}
+        per_group = self.parallel_units()
+        by_start: dict[int, list[tuple[UnitSpec, TrainState | None]]] = {}
         for spec in todo:
-            path = self._checkpoint_path(spec)
-            start = int(torch_load(path)["step"]) if path.exists() else spec.start_step
-            by_start.setdefault(start, []).append(spec)
+            resume = self._load_resume(spec)
+            by_start.setdefault(resume.step if resume else spec.start_step, []).append((spec, resume))
         for start in sorted(by_start, reverse=True):  # the furthest along first
             group = by_start[start]
             for i in range(0, len(group), per_group):
-                self.run_batch(group[i: i + per_group], progress, pad=len(specs) > 1 and per_group > 1)
+                chunk = group[i: i + per_group]
+                self.run_batch([s for s, _ in chunk], [r for _, r in chunk], progress)
 
     # ------------------------------------------------------------------ the whole experiment
     def run(self) -> list[dict[str, Any]]:
@@ -424,7 +421,7 @@ class Lottery:
             f"run directory {self.store.path}: {len(progress.units)} units "
             f"({L.trials} trials x (1 dense + {L.levels} levels x {len(branches)} branches)), "
             f"{progress.finished_units} already finished, {remaining} to train; "
-            f"up to {min(self.parallel_units(template), L.trials * len(branches))} units at once"
+            f"up to {min(self.parallel_units(), L.trials * len(branches))} units at once"
         )
         # Level by level across trials, so the units of a level can train together.
         dense = [UnitSpec(t, 0, "ticket", self.level_mask(t, 0, template), self.initial_state(t), 0)
@@ -459,14 +456,18 @@ class Lottery:
         if branch == "ticket":
             return UnitSpec(trial, level, branch, mask, start_state, k)
         if branch == "reinit":
-            model = self.new_model()
-            initialize(model, generator(self.cfg.lottery.seed, "reinit", trial, level))
-            state = {kk: v.detach().clone() for kk, v in model.state_dict().items()}
-            return UnitSpec(trial, level, branch, mask, state, k)
+            return UnitSpec(trial, level, branch, mask, reinit_state(self.new_model(), self.cfg, trial, level), k)
         if branch == "random_mask":
             rmask = random_mask_like(mask, generator(self.cfg.lottery.seed, "random_mask", trial, level))
             return UnitSpec(trial, level, branch, rmask, start_state, k)
         raise ValueError(f"unknown branch {branch!r}")
+
+
+def reinit_state(model: nn.Module, cfg: ExperimentConfig, trial: int, level: int) -> dict[str, torch.Tensor]:
+    """The reinit branch's starting weights: a fresh draw from the model's initialisation
+    distribution, seeded by ("reinit", trial, level). ``model`` is overwritten."""
+    initialize(model, generator(cfg.lottery.seed, "reinit", trial, level))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def expected_weights_remaining(cfg: ExperimentConfig, model: nn.Module, level: int) -> float:

@@ -13,6 +13,8 @@ Layout::
                 mask.pt             the level's mask (bool tensors)
                 <branch>/
                     checkpoint.pt   while training (resume point), removed when done
+        checkpoint-commit.json      briefly, while the checkpoints of units trained together
+                                    are promoted from checkpoint.next.pt (see save_checkpoints)
                     metrics.jsonl   one evaluation per line
                     final.pt        trained weights
                     result.json     written last: its presence means "finished"
@@ -38,6 +40,9 @@ import torch
 from .config import ExperimentConfig, config_hash
 
 RESULT = "result.json"
+CHECKPOINT = "checkpoint.pt"
+NEXT_CHECKPOINT = "checkpoint.next.pt"
+GROUP_COMMIT = "checkpoint-commit.json"
 
 
 class StoreError(RuntimeError):
@@ -203,6 +208,38 @@ class RunStore:
         except OSError:
             pass  # the note is informative only; the lock itself is held
         self._remove_stale_temporaries()
+        self._finish_checkpoint_group()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoints(self, unit_dirs: list[Path], states: list[Any]) -> None:
+        """Write the checkpoints of units trained together so that a kill at any moment leaves
+        all of them at the old iteration or all at the new one, never a mix: a group then always
+        resumes whole, with the arithmetic of the uninterrupted run.
+
+        Two phases: every unit's state goes to ``checkpoint.next.pt``; a commit record listing
+        them is written; each is renamed over ``checkpoint.pt``; the record is removed. On the
+        next open, a record means phase two must be finished, and ``.next`` files without one
+        are the remains of an unfinished phase one."""
+        if len(unit_dirs) == 1:
+            atomic_torch_save(unit_dirs[0] / CHECKPOINT, states[0])
+            return
+        for d, state in zip(unit_dirs, states):
+            atomic_torch_save(d / NEXT_CHECKPOINT, state)
+        atomic_write_json(self.path / GROUP_COMMIT, [str(Path(d).relative_to(self.path)) for d in unit_dirs])
+        self._finish_checkpoint_group()
+
+    def _finish_checkpoint_group(self) -> None:
+        record = self.path / GROUP_COMMIT
+        if record.exists():
+            for rel in read_json(record):
+                d = self.path / rel
+                if (d / NEXT_CHECKPOINT).exists():
+                    os.replace(d / NEXT_CHECKPOINT, d / CHECKPOINT)
+                    _fsync_dir(d)
+            record.unlink()
+            _fsync_dir(self.path)
+        for p in self.path.glob(f"trial_*/level_*/*/{NEXT_CHECKPOINT}"):
+            p.unlink()  # phase one never completed: the unit's checkpoint.pt is the consistent one
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary files of a writer that was killed mid-write; safe to drop under the lock."""
