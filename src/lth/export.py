@@ -316,7 +316,8 @@ class _Unit:
 
     @property
     def dir(self) -> Path:
-        return self.run_dir / f"trial_{self.trial}" / f"level_{self.level}" / self.branch
+        from .store import RunStore
+        return RunStore(self.run_dir).unit_dir(self.trial, self.level, self.branch)
 
 
 def _finished_levels(trial_dir: Path, branch: str) -> list[int]:
@@ -337,7 +338,7 @@ def _finished_levels(trial_dir: Path, branch: str) -> list[int]:
 def _resolve_unit(run_dir: Path | str, level: int, trial: int, branch: str) -> _Unit:
     """Check that (trial, level, branch) is a finished unit of an lth run; clear errors if not."""
     from .config import ConfigError
-    from .store import RESULT, StoreError, config_from_run, read_json
+    from .store import CHECKPOINT, RESULT, RunStore, StoreError, config_from_run, read_json
 
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -355,7 +356,8 @@ def _resolve_unit(run_dir: Path | str, level: int, trial: int, branch: str) -> _
     if trial not in trials:
         have = f"trials present: {_ranges(trials)}" if trials else "no trial has started yet"
         raise ExportError(f"trial {trial} not found in {run_dir} ({have}); choose one with --trial")
-    trial_dir = run_dir / f"trial_{trial}"
+    store = RunStore(run_dir)
+    trial_dir = store.trial_dir(trial)
     if level < 0:
         raise ExportError(f"level {level}: levels are 0 (dense) or more")
     branches = {"ticket", *cfg.lottery.branches}
@@ -366,12 +368,12 @@ def _resolve_unit(run_dir: Path | str, level: int, trial: int, branch: str) -> _
     if level == 0 and branch != "ticket":
         raise ExportError(f"level 0 is the dense network and has only the 'ticket' branch, "
                           f"not {branch!r}; use --branch ticket or a level of 1 or more")
-    udir = trial_dir / f"level_{level}" / branch
+    udir = store.unit_dir(trial, level, branch)
     done = _finished_levels(trial_dir, branch)
     hint = (f"finished levels of branch {branch!r} in trial {trial}: {_ranges(done)}. Choose one "
             f"with --level, or finish the run by rerunning the same `lth run` command")
     if not (udir / RESULT).exists():
-        state = ("still training or interrupted" if (udir / "checkpoint.pt").exists()
+        state = ("still training or interrupted" if (udir / CHECKPOINT).exists()
                  else "not started")
         raise ExportError(f"level {level} of trial {trial}, branch {branch!r}, is not finished "
                           f"({state}); {hint}")
@@ -406,11 +408,10 @@ def _init_state(unit: _Unit, model_factory: Any) -> dict[str, "torch.Tensor"]:
     random_mask start from theta0 (or theta_k when rewinding; the dense level always from
     theta0), reinit from a fresh draw seeded by ("reinit", trial, level).
     """
-    from .models import initialize
-    from .seeds import generator
+    from .lottery import reinit_state
     from .store import torch_load
 
-    tdir = unit.run_dir / f"trial_{unit.trial}"
+    tdir = unit.dir.parent.parent
     k = unit.cfg.lottery.rewind_iteration
     if unit.branch in ("ticket", "random_mask"):
         path = tdir / ("theta0.pt" if unit.level == 0 or k == 0 else "rewind.pt")
@@ -419,9 +420,7 @@ def _init_state(unit: _Unit, model_factory: Any) -> dict[str, "torch.Tensor"]:
                               "ticket's initialisation cannot be exported (use --weights final)")
         return torch_load(path)
     if unit.branch == "reinit":
-        model = model_factory()
-        initialize(model, generator(unit.cfg.lottery.seed, "reinit", unit.trial, unit.level))
-        return {n: v.detach().clone() for n, v in model.state_dict().items()}
+        return reinit_state(model_factory(), unit.cfg, unit.trial, unit.level)
     raise ExportError(f"the starting weights of branch {unit.branch!r} are not known to "
                       "`lth export`; use --weights final")
 
