@@ -2,7 +2,8 @@
 paper's reference points (Frankle & Carbin 2019, Figs. 1, 3, 4; ../shared/PAPER.md).
 
 Resumable: rerun the same command and finished units are skipped. Wall time is summed over all
-invocations that did work (recorded in <run dir>/bench_wall.json).
+invocations (recorded in <run dir>/bench_wall.json, updated every minute, so an invocation that
+is killed or cut off by the end of a session still counts up to its last update).
 
     python benchmarks/lenet_mnist.py --data-dir ../shared/datasets --trials 3 --iterations 10000 \
         --levels 15 --branches ticket,reinit,random_mask --threads 1
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -83,6 +85,40 @@ def paper_comparison(records: list[dict], levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+class WallLedger:
+    """This invocation's wall time, added to the run's ledger and rewritten every ``every`` seconds
+    by a background thread (a killed invocation loses at most that much)."""
+
+    def __init__(self, path: Path, every: float = 60.0):
+        self.path = path
+        self.wall = read_json(path) if path.exists() else {"seconds": 0.0, "invocations": []}
+        self.entry = {"seconds": 0.0, "finished": False, "machine": machine_info()}
+        self.wall["invocations"].append(self.entry)
+        self.t0 = time.perf_counter()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.write()
+        self.thread = threading.Thread(target=self._beat, args=(every,), daemon=True)
+        self.thread.start()
+
+    def write(self, finished: bool = False) -> None:
+        with self.lock:
+            self.entry["seconds"] = round(time.perf_counter() - self.t0, 1)
+            self.entry["finished"] = finished
+            self.wall["seconds"] = round(sum(e["seconds"] for e in self.wall["invocations"]), 1)
+            atomic_write_json(self.path, self.wall)
+
+    def _beat(self, every: float) -> None:
+        while not self.stop.wait(every):
+            self.write()
+
+    def close(self) -> dict:
+        self.stop.set()
+        self.thread.join()
+        self.write(finished=True)
+        return self.wall
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None)
@@ -106,15 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ExperimentConfig.from_dict(base)
     splits = load_splits("mnist", args.data_dir, val_size=cfg.data.val_size,
                          split_seed=cfg.data.split_seed)
-    t0 = time.perf_counter()
     with RunStore.open(cfg, root=Path(args.out)) as store:
-        records = Lottery(cfg, store, splits, log=lambda s: print(s, flush=True)).run()
-        wall_path = store.path / "bench_wall.json"
-        wall = read_json(wall_path) if wall_path.exists() else {"seconds": 0.0, "invocations": []}
-        spent = time.perf_counter() - t0
-        wall["seconds"] += spent
-        wall["invocations"].append({"seconds": round(spent, 1), "machine": machine_info()})
-        atomic_write_json(wall_path, wall)
+        ledger = WallLedger(store.path / "bench_wall.json")
+        try:
+            records = Lottery(cfg, store, splits, log=lambda s: print(s, flush=True)).run()
+        finally:
+            wall = ledger.close()
         run_dir = store.path
 
     command = "python benchmarks/lenet_mnist.py " + " ".join(sys.argv[1:] if argv is None else argv)

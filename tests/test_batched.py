@@ -199,3 +199,47 @@ def test_bf16_products_train_close_to_fp32(digits):
         assert a.history[-1].test_accuracy > 0.8
         assert abs(a.history[-1].test_accuracy - b.history[-1].test_accuracy) < 0.04
         assert a.final_state["out.weight"].dtype == b.final_state["out.weight"].dtype == torch.float32
+
+
+def test_unpruned_layers_take_the_gradient_unmasked_and_equal_one_at_a_time(digits):
+    """At IMP level 0 every mask is full: no gradient masking, same training as train()."""
+    made = [unit(s, 1.0) for s in range(2)]
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    engine = make_engine(build_model("mlp-100-50", (1, 8, 8), 10), states, [k for _, k in made], "cpu")
+    assert isinstance(engine, MLPEngine)
+    assert engine._unmasked == set(prunable_parameters(made[0][0]))
+    cfg = TrainConfig(iterations=120, batch_size=32, lr=2e-3, eval_every=40)
+    inputs = [UnitInput(st, k, 3 + i) for i, (st, (_, k)) in enumerate(zip(states, made))]
+    many = train_many(build_model("mlp-100-50", (1, 8, 8), 10), inputs, digits, cfg)
+    for i, (m, k) in enumerate(made):
+        assert_same_training(train(m, k, digits, cfg, data_seed=3 + i), many[i])
+
+
+def test_bf16_compact_path_equals_bf16_masked_dense_path(digits, monkeypatch):
+    """In bf16 the compact path keeps bf16 copies by scattering int16 bits and syncs the float32
+    weights lazily; it must train exactly like the masked dense path, including the weights a
+    rewind capture and the final state read mid-way."""
+    import lth.stacked as stacked
+
+    made = [equal_count_unit(s, 0.1) for s in range(3)]
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    masks = [k for _, k in made]
+    cfg = TrainConfig(iterations=150, batch_size=32, lr=2e-3, eval_every=50, precision="bf16")
+    runs = {}
+    for threshold in (0.25, 0.0):  # 0.0 turns the compact path off
+        monkeypatch.setattr(stacked, "COMPACT_BELOW", threshold)
+        eng = make_engine(build_model("mlp-100-50", (1, 8, 8), 10), states, masks, "cpu", "bf16")
+        assert bool(eng.compact) == (threshold > 0)
+        captured = {}
+        inputs = [UnitInput(st, k, 11 + i) for i, (st, k) in enumerate(zip(states, masks))]
+        res = train_many(build_model("mlp-100-50", (1, 8, 8), 10), inputs, digits, cfg,
+                         capture_steps=frozenset({70}), on_capture=lambda i, s, st: captured.__setitem__(i, st))
+        runs[threshold] = (res, captured)
+    (compact, cap_c), (dense, cap_d) = runs[0.25], runs[0.0]
+    for i in range(3):
+        assert_same_training(dense[i], compact[i], rtol=1e-6, atol=1e-7)
+        for name in cap_d[i]:
+            torch.testing.assert_close(cap_c[i][name], cap_d[i][name], rtol=1e-6, atol=1e-7)
+        for name, keep in masks[i].items():
+            assert torch.count_nonzero(compact[i].final_state[name][~keep]) == 0
+            assert torch.count_nonzero(cap_c[i][name][keep]) > 0  # the capture is not stale zeros

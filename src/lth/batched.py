@@ -182,7 +182,9 @@ def train_many(
         lr = learning_rate(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
-        running += engine.loss_and_grad(splits.train_x[idx], y_all[idx])
+        flat = idx.reshape(-1)  # index_select is cheaper than advanced indexing for a [N, B] gather
+        xb = splits.train_x.index_select(0, flat).view(*idx.shape, *splits.train_x.shape[1:])
+        running += engine.loss_and_grad(xb, y_all.index_select(0, flat).view(idx.shape))
         opt.step()
         engine.after_step()
         since_eval += 1

@@ -198,7 +198,15 @@ class VmapEngine(Engine):
 
 
 class MLPEngine(Engine):
-    """Fully connected ReLU stacks (:class:`lth.models.MLP`) with an explicit backward pass."""
+    """Fully connected ReLU stacks (:class:`lth.models.MLP`) with an explicit backward pass.
+
+    Per layer, the cheapest correct gradient path is chosen once: unpruned layers (no mask, or
+    every unit's mask full, as at IMP level 0) take the weight gradient straight from the batched
+    product; masked dense layers multiply it by the mask; compact layers gather the surviving
+    entries. In bf16 the weights are kept as bf16 copies updated in place (compact layers scatter
+    only their surviving values), and the float32 weights of compact layers are brought up to
+    date lazily, when a unit's state or an evaluation needs them.
+    """
 
     def __init__(self, template, states, masks, device, precision="fp32"):
         super().__init__(template, states, masks, device, precision)
@@ -215,6 +223,9 @@ class MLPEngine(Engine):
                 nnz = int(counts[0])
                 idx = self.masks[k].flatten(1).nonzero()[:, 1].view(n, nnz)  # sorted per unit
                 self.compact[k] = idx
+        # masks that prune nothing in any unit need no gradient masking
+        self._unmasked = {k for k in self._wname
+                          if k not in self.compact and (k not in self.masks or bool(self.masks[k].all()))}
         self._values: dict[str, torch.Tensor] = {}
         for k in self.param_names:
             if k in self.compact:
@@ -224,21 +235,47 @@ class MLPEngine(Engine):
             v.grad = torch.zeros_like(v)
             self._values[k] = v
         self.opt_params = [self._values[k] for k in self.param_names]
-        self._wgrad = {k: torch.zeros_like(self.params[k]) for k in self._wname}
-        self._refresh_compute_copies()
-
-    def _refresh_compute_copies(self) -> None:
-        if self.compute_dtype == torch.float32:
-            self._cw, self._cb = self.weights, self.biases
-        else:
+        # weight-gradient buffers in the compute dtype (unneeded where the product writes the
+        # gradient directly: unmasked layers in float32)
+        self._wgrad = {k: torch.empty_like(self.params[k], dtype=self.compute_dtype) for k in self._wname
+                       if not (k in self._unmasked and self.compute_dtype == torch.float32)}
+        self._lowp = self.compute_dtype != torch.float32
+        self._stale = False  # float32 weights of compact layers lag the optimised values (bf16 only)
+        if self._lowp:
             self._cw = [w.to(self.compute_dtype) for w in self.weights]
             self._cb = [b.to(self.compute_dtype) for b in self.biases]
+        else:
+            self._cw, self._cb = self.weights, self.biases
+
+    @torch.no_grad()
+    def _sync(self) -> None:
+        if self._stale:
+            for k, idx in self.compact.items():
+                self.params[k].view(self.n_units, -1).scatter_(1, idx, self._values[k])
+            self._stale = False
+
+    def unit_state(self, i: int) -> dict[str, torch.Tensor]:
+        self._sync()
+        return super().unit_state(i)
 
     @torch.no_grad()
     def after_step(self) -> None:
-        for k, idx in self.compact.items():
-            self.params[k].view(self.n_units, -1).scatter_(1, idx, self._values[k])
-        self._refresh_compute_copies()
+        n = self.n_units
+        if not self._lowp:
+            for k, idx in self.compact.items():
+                self.params[k].view(n, -1).scatter_(1, idx, self._values[k])
+            return
+        for layer, name in enumerate(self._wname):
+            cw = self._cw[layer]
+            if name in self.compact:
+                # pruned entries of the low-precision copy are zero and stay zero. Scatter the
+                # bits as int16: a bf16 scatter_ converts the whole tensor to float32 and back.
+                cw.view(n, -1).view(torch.int16).scatter_(
+                    1, self.compact[name], self._values[name].to(cw.dtype).view(torch.int16))
+            else:
+                cw.copy_(self.weights[layer])
+            self._cb[layer].copy_(self.biases[layer])
+        self._stale = bool(self.compact)
 
     @torch.no_grad()
     def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -256,23 +293,25 @@ class MLPEngine(Engine):
         d = d.to(self.compute_dtype)
         for layer in range(len(cw) - 1, -1, -1):
             name = self._wname[layer]
-            g = self._wgrad[name]
             a = acts[layer]
-            if g.dtype == d.dtype:
-                torch.bmm(d.transpose(1, 2), a, out=g)
-            else:
-                g.copy_(torch.bmm(d.transpose(1, 2), a))
+            vg = self._values[name].grad
             if name in self.compact:
-                torch.gather(g.view(n, -1), 1, self.compact[name], out=self._values[name].grad)
-            else:
-                vg = self._values[name].grad
-                if name in self.masks:
-                    torch.mul(g, self.masks[name], out=vg)
+                g = torch.bmm(d.transpose(1, 2), a, out=self._wgrad[name]).view(n, -1)
+                if self._lowp:
+                    vg.copy_(g.gather(1, self.compact[name]))
                 else:
-                    vg.copy_(g)
-            self.biases[layer].grad.copy_(d.sum(1))
+                    torch.gather(g, 1, self.compact[name], out=vg)
+            elif name in self._unmasked:
+                if self._lowp:
+                    vg.copy_(torch.bmm(d.transpose(1, 2), a, out=self._wgrad[name]))
+                else:
+                    torch.bmm(d.transpose(1, 2), a, out=vg)
+            else:
+                g = torch.bmm(d.transpose(1, 2), a, out=self._wgrad[name])
+                torch.mul(g, self.masks[name], out=vg)
+            self.biases[layer].grad.copy_(d.sum(1, dtype=torch.float32))
             if layer > 0:
-                d = torch.bmm(d, cw[layer]).mul_(a > 0)
+                d = torch.ops.aten.threshold_backward(torch.bmm(d, cw[layer]), a, 0)
         return loss
 
     @torch.no_grad()
