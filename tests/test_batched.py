@@ -243,3 +243,39 @@ def test_bf16_compact_path_equals_bf16_masked_dense_path(digits, monkeypatch):
         for name, keep in masks[i].items():
             assert torch.count_nonzero(compact[i].final_state[name][~keep]) == 0
             assert torch.count_nonzero(cap_c[i][name][keep]) > 0  # the capture is not stale zeros
+
+
+def test_sparse_kernel_path_equals_one_at_a_time(digits, monkeypatch):
+    """CSR forward, SDDMM gradient and CSR evaluation of a very sparse first layer (float32) train
+    like the dense path, with the dense weights synced lazily for captures and the final state."""
+    import lth.stacked as stacked
+
+    for name in ("SPARSE_FORWARD_BELOW", "SPARSE_GRAD_BELOW", "SPARSE_EVAL_BELOW"):
+        monkeypatch.setattr(stacked, name, 0.2)
+    monkeypatch.setattr(stacked, "SPARSE_MIN_WEIGHTS", 1000)  # the 64x100 and 100x50 layers qualify
+    made = [equal_count_unit(s, 0.1) for s in range(3)]
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    masks = [k for _, k in made]
+    eng = make_engine(build_model("mlp-100-50", (1, 8, 8), 10), states, masks, "cpu")
+    both = {"hidden.0.weight", "hidden.1.weight"}
+    assert eng._sparse_fwd == both and set(eng._sddmm) == both and eng.sparse_eval == both
+    assert eng.wants_transposed_eval_input
+    # the first layer's dense weights are synced lazily; the second's feed the input gradient
+    assert eng._lazy == {"hidden.0.weight"}
+    cfg = TrainConfig(iterations=150, batch_size=32, lr=2e-3, eval_every=50)
+    captured = {}
+    inputs = [UnitInput(st, k, 21 + i) for i, (st, k) in enumerate(zip(states, masks))]
+    many = train_many(build_model("mlp-100-50", (1, 8, 8), 10), inputs, digits, cfg,
+                      capture_steps=frozenset({60}), on_capture=lambda i, s, st: captured.__setitem__(i, st))
+    for i, (m, k) in enumerate(made):
+        ref_capture = {}
+
+        def grab(step, st, store=ref_capture):
+            store.update(st)
+
+        single = train(m, k, digits, cfg, data_seed=21 + i, capture_steps=frozenset({60}), on_capture=grab)
+        assert_same_training(single, many[i])
+        for name in ref_capture:
+            torch.testing.assert_close(captured[i][name], ref_capture[name], rtol=1e-4, atol=1e-5)
+        for name, keep in k.items():
+            assert torch.count_nonzero(many[i].final_state[name][~keep]) == 0

@@ -54,20 +54,32 @@ class UnitInput:
     resume: TrainState | None = None  # continue from this checkpoint instead of ``state``
 
 
+def _eval_chunks(engine: Engine, x: torch.Tensor, y: torch.Tensor, batch: int) -> list[tuple]:
+    """A split in evaluation chunks, each with its transposed copy when the engine's first layer
+    is a sparse product (made once per training call: the split does not change)."""
+    want = bool(getattr(engine, "wants_transposed_eval_input", False))
+    chunks = []
+    for i in range(0, x.shape[0], batch):
+        xb = x[i: i + batch]
+        chunks.append((xb, y[i: i + batch], xb.reshape(xb.shape[0], -1).t().contiguous() if want else None))
+    return chunks
+
+
 @torch.no_grad()
-def _evaluate_many(engine: Engine, x: torch.Tensor, y: torch.Tensor,
-                   batch: int) -> tuple[list[float], list[float]]:
+def _evaluate_many(engine: Engine, chunks: list[tuple]) -> tuple[list[float], list[float]]:
     """Mean loss and accuracy of every unit over a whole split (one batched forward per chunk)."""
     n_units = engine.n_units
-    loss = torch.zeros(n_units, dtype=torch.float64, device=x.device)
-    correct = torch.zeros(n_units, dtype=torch.int64, device=x.device)
-    for i in range(0, x.shape[0], batch):
-        xb, yb = x[i: i + batch], y[i: i + batch]
-        out = engine.logits(xb)  # [N, b, classes]
+    device = engine.device
+    loss = torch.zeros(n_units, dtype=torch.float64, device=device)
+    correct = torch.zeros(n_units, dtype=torch.int64, device=device)
+    n = 0
+    for xb, yb, xt in chunks:
+        out = engine.logits(xb) if xt is None else engine.logits(xb, xt=xt)  # [N, b, classes]
         ce = F.cross_entropy(out.flatten(0, 1), yb.repeat(n_units), reduction="none")
         loss += ce.view(n_units, -1).double().sum(1)
         correct += (out.argmax(2) == yb).sum(1)
-    n = max(int(x.shape[0]), 1)
+        n += int(xb.shape[0])
+    n = max(n, 1)
     return (loss / n).tolist(), (correct.double() / n).tolist()
 
 
@@ -112,6 +124,8 @@ def train_many(
     states = [u.resume.model if u.resume is not None else u.state for u in units]
     engine = make_engine(model, states, [u.mask for u in units], device, cfg.precision)
     opt = make_optimizer(engine.opt_params, cfg)
+    val_chunks = _eval_chunks(engine, splits.val_x, splits.val_y, eval_batch_size)
+    test_chunks = _eval_chunks(engine, splits.test_x, splits.test_y, eval_batch_size)
     histories: list[list[dict]] = [[] for _ in range(n_units)]
     running = torch.zeros(n_units, device=device)
     since_eval = 0
@@ -131,8 +145,8 @@ def train_many(
     def do_eval(it: int) -> None:
         nonlocal running, since_eval
         train_loss = (running / since_eval).tolist() if since_eval else [None] * n_units
-        vl, va = _evaluate_many(engine, splits.val_x, splits.val_y, eval_batch_size)
-        tl, ta = _evaluate_many(engine, splits.test_x, splits.test_y, eval_batch_size)
+        vl, va = _evaluate_many(engine, val_chunks)
+        tl, ta = _evaluate_many(engine, test_chunks)
         lr = learning_rate(cfg, max(it - 1, 0))
         for i in range(n_units):
             if i in failed:
