@@ -57,7 +57,7 @@ class UnitInput:
 def _eval_chunks(engine: Engine, x: torch.Tensor, y: torch.Tensor, batch: int) -> list[tuple]:
     """A split in evaluation chunks, each with its transposed copy when the engine's first layer
     is a sparse product (made once per training call: the split does not change)."""
-    want = bool(getattr(engine, "wants_transposed_eval_input", False))
+    want = engine.wants_transposed_eval_input
     chunks = []
     for i in range(0, x.shape[0], batch):
         xb = x[i: i + batch]
@@ -74,7 +74,7 @@ def _evaluate_many(engine: Engine, chunks: list[tuple]) -> tuple[list[float], li
     correct = torch.zeros(n_units, dtype=torch.int64, device=device)
     n = 0
     for xb, yb, xt in chunks:
-        out = engine.logits(xb) if xt is None else engine.logits(xb, xt=xt)  # [N, b, classes]
+        out = engine.logits(xb, xt=xt)  # [N, b, classes]
         ce = F.cross_entropy(out.flatten(0, 1), yb.repeat(n_units), reduction="none")
         loss += ce.view(n_units, -1).double().sum(1)
         correct += (out.argmax(2) == yb).sum(1)

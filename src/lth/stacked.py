@@ -163,7 +163,11 @@ class Engine:
     def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    #: Whether :meth:`logits` wants ``xt``, the evaluation input transposed to [features, M] (a
+    #: sparse first layer multiplies it); callers make it once per split, since splits are fixed.
+    wants_transposed_eval_input = False
+
+    def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -205,7 +209,7 @@ class VmapEngine(Engine):
         return per_unit.detach()
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None) -> torch.Tensor:
         with self._autocast():
             return self._eval_forward({k: v.detach() for k, v in self.params.items()}, x).float()
 
@@ -248,10 +252,6 @@ class MLPEngine(Engine):
             v.grad = torch.zeros_like(v)
             self._values[k] = v
         self.opt_params = [self._values[k] for k in self.param_names]
-        # weight-gradient buffers in the compute dtype (unneeded where the product writes the
-        # gradient directly: unmasked layers in float32)
-        self._wgrad = {k: torch.empty_like(self.params[k], dtype=self.compute_dtype) for k in self._wname
-                       if not (k in self._unmasked and self.compute_dtype == torch.float32)}
         self._lowp = self.compute_dtype != torch.float32
         # CSR views of the compact values (they alias them, so the optimizer's in-place update is
         # seen without a copy), per unit, for large very sparse layers in float32
@@ -270,7 +270,8 @@ class MLPEngine(Engine):
                 if dens < SPARSE_GRAD_BELOW:
                     self._sddmm[name] = self._csr_views(name, torch.ones_like(self._values[name]))
                 if dens < SPARSE_EVAL_BELOW:
-                    self._csr.setdefault(name, self._csr_views(name, self._values[name]))
+                    if name not in self._csr:
+                        self._csr[name] = self._csr_views(name, self._values[name])
                     self.sparse_eval.add(name)
         # compact layers whose dense float32 weights are brought up to date only when read (by
         # unit_state or evaluation): all of them in bf16 (the products use bf16 copies), and in
@@ -278,6 +279,11 @@ class MLPEngine(Engine):
         self._lazy = (set(self.compact) if self._lowp
                       else {k for k in self._sparse_fwd if k == self._wname[0]})
         self._stale = False
+        # dense weight-gradient buffers in the compute dtype (unneeded where the product writes
+        # the gradient directly, unmasked layers in float32, and where SDDMM computes only the
+        # surviving entries)
+        self._wgrad = {k: torch.empty_like(self.params[k], dtype=self.compute_dtype) for k in self._wname
+                       if k not in self._sddmm and not (k in self._unmasked and not self._lowp)}
         if self._lowp:
             self._cw = [w.to(self.compute_dtype) for w in self.weights]
             self._cb = [b.to(self.compute_dtype) for b in self.biases]
@@ -296,10 +302,8 @@ class MLPEngine(Engine):
                     for i in range(self.n_units)]
 
     @property
-    def wants_transposed_eval_input(self) -> bool:
-        """Evaluation's first layer is a sparse product: pass ``xt`` (the input, [features, M])
-        to :meth:`logits` to save a transposition per call."""
-        return bool(self.sparse_eval) and self._wname[0] in self.sparse_eval
+    def wants_transposed_eval_input(self) -> bool:  # type: ignore[override]
+        return self._wname[0] in self.sparse_eval
 
     @torch.no_grad()
     def _sync(self) -> None:
@@ -339,8 +343,8 @@ class MLPEngine(Engine):
         cw, cb = self._cw, self._cb
         acts = [x.reshape(n, b, -1).to(self.compute_dtype)]
         for layer, (w, bias) in enumerate(zip(cw[:-1], cb[:-1])):
-            csr = self._csr.get(self._wname[layer])
-            if csr is not None and self._wname[layer] in self._sparse_fwd:
+            if self._wname[layer] in self._sparse_fwd:
+                csr = self._csr[self._wname[layer]]
                 at = acts[-1].transpose(1, 2).contiguous()  # [N, in, B]
                 h = torch.stack([torch.addmm(bias[i].unsqueeze(1), csr[i], at[i]) for i in range(n)])
                 acts.append(h.transpose(1, 2).relu_())
