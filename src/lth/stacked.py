@@ -44,7 +44,7 @@ COMPACT_BELOW = 0.25
 # cores; docs/PERFORMANCE.md). Alone, a CSR forward product beats the dense one from about 21%
 # density down and the sampled (SDDMM) weight gradient beats dense-product-plus-gather below about
 # 7-10% (benchmarks/sparse_training.py); inside a whole step (transposes, per-unit calls) the
-# interleaved A/B gain appears only at a few percent: one unit 1.28 -> 0.95 ms and 15 units 0.91 ->
+# interleaved A/B (benchmarks/sparse_step_ab.py) gain appears only at a few percent: one unit 1.28 -> 0.95 ms and 15 units 0.91 ->
 # 0.77 ms per network-iteration at 3.5%, but one unit 1.47 -> 1.77 ms at 17%. CSR evaluation of a
 # 10K-image split beats dense below about 9% (16.5 vs 21.4 ms per unit at 6.9%, 24 vs 22 at 10.7%).
 # Smaller layers stay dense: their products are cheap and overhead-bound.
