@@ -290,6 +290,23 @@ class MLPEngine(Engine):
         else:
             self._cw, self._cb = self.weights, self.biases
 
+    def _gather(self, name: str, dense: torch.Tensor, out: torch.Tensor) -> None:
+        """``out[i] = dense[i].flatten()[compact[name][i]]`` for every unit. One unit takes a flat
+        index_select (29 vs 38 us for LeNet's first layer at 21%); several take one gather along the
+        unit rows, which uses both cores (452 vs 797 us for 15 units)."""
+        if self.n_units == 1:
+            torch.index_select(dense.view(-1), 0, self.compact[name].view(-1), out=out.view(-1))
+        else:
+            torch.gather(dense.view(self.n_units, -1), 1, self.compact[name], out=out)
+
+    def _scatter(self, name: str, dense: torch.Tensor, values: torch.Tensor) -> None:
+        """``dense[i].flatten()[compact[name][i]] = values[i]`` for every unit (the layout choice
+        of :meth:`_gather`)."""
+        if self.n_units == 1:
+            dense.view(-1).index_copy_(0, self.compact[name].view(-1), values.view(-1))
+        else:
+            dense.view(self.n_units, -1).scatter_(1, self.compact[name], values)
+
     def _csr_views(self, name: str, values: torch.Tensor) -> list[torch.Tensor]:
         out_f, in_f = self.params[name].shape[1:]
         idx = self.compact[name]
@@ -309,7 +326,7 @@ class MLPEngine(Engine):
     def _sync(self) -> None:
         if self._stale:
             for k in self._lazy:
-                self.params[k].view(self.n_units, -1).scatter_(1, self.compact[k], self._values[k])
+                self._scatter(k, self.params[k], self._values[k])
             self._stale = False
 
     def unit_state(self, i: int) -> dict[str, torch.Tensor]:
@@ -320,9 +337,9 @@ class MLPEngine(Engine):
     def after_step(self) -> None:
         n = self.n_units
         if not self._lowp:
-            for k, idx in self.compact.items():
+            for k in self.compact:
                 if k not in self._lazy:
-                    self.params[k].view(n, -1).scatter_(1, idx, self._values[k])
+                    self._scatter(k, self.params[k], self._values[k])
             self._stale = bool(self._lazy)
             return
         for layer, name in enumerate(self._wname):
@@ -370,7 +387,7 @@ class MLPEngine(Engine):
                 if self._lowp:
                     vg.copy_(g.gather(1, self.compact[name]))
                 else:
-                    torch.gather(g, 1, self.compact[name], out=vg)
+                    self._gather(name, g, vg)
             elif name in self._unmasked:
                 if self._lowp:
                     vg.copy_(torch.bmm(d.transpose(1, 2), a, out=self._wgrad[name]))
@@ -379,7 +396,7 @@ class MLPEngine(Engine):
             else:
                 g = torch.bmm(d.transpose(1, 2), a, out=self._wgrad[name])
                 torch.mul(g, self.masks[name], out=vg)
-            self.biases[layer].grad.copy_(d.sum(1, dtype=torch.float32))
+            torch.sum(d, 1, dtype=torch.float32, out=self.biases[layer].grad)
             if layer > 0:
                 d = torch.ops.aten.threshold_backward(torch.bmm(d, cw[layer]), a, 0)
         return loss
