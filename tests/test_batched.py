@@ -97,10 +97,11 @@ def assert_same_training(a, b, rtol=1e-4, atol=1e-5):
         torch.testing.assert_close(b.final_state[k], a.final_state[k], rtol=rtol, atol=atol)
 
 
-def test_compact_optimisation_of_sparse_layers_equals_one_at_a_time(digits):
+@pytest.mark.parametrize("n_units", [3, 1])  # one unit gathers/scatters through a flat index
+def test_compact_optimisation_of_sparse_layers_equals_one_at_a_time(digits, n_units):
     """Units with equal per-layer counts below the compact threshold step only surviving weights."""
     cfg = TrainConfig(iterations=200, batch_size=32, lr=2e-3, eval_every=50)
-    made = [equal_count_unit(s, 0.1) for s in range(3)]
+    made = [equal_count_unit(s, 0.1) for s in range(n_units)]
     states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
     engine = make_engine(build_model("mlp-100-50", (1, 8, 8), 10), states, [k for _, k in made], "cpu")
     assert isinstance(engine, MLPEngine)
