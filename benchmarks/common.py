@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
+
+from lth.store import atomic_write_bytes, atomic_write_json
 
 
 def machine_info() -> str:
@@ -21,3 +24,16 @@ def machine_info() -> str:
         pass
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}")
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command that produced a results file, as it is typed from the repository root."""
+    return f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def write_results(results_dir: str | Path, name: str, data: dict, md: str) -> None:
+    """``NAME.json`` and ``NAME.md`` in ``results_dir`` (atomically), and the markdown on stdout."""
+    out = Path(results_dir)
+    atomic_write_json(out / f"{name}.json", data)
+    atomic_write_bytes(out / f"{name}.md", md.encode())
+    print(md)

@@ -12,14 +12,13 @@ is killed or cut off by the end of a session still counts up to its last update)
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 from pathlib import Path
 
 import torch
 
-from common import machine_info
+from common import command_line, machine_info, write_results
 
 from lth.config import ExperimentConfig
 from lth.data import load_splits
@@ -27,7 +26,7 @@ from lth.lottery import Lottery
 from lth.pruning import paper_lenet_remaining
 from lth.presets import get_preset
 from lth.report import aggregate, markdown_table
-from lth.store import RunStore, atomic_write_bytes, atomic_write_json, read_json
+from lth.store import RunStore, atomic_write_json, read_json
 
 
 def _mean(xs: list[float]) -> float:
@@ -150,12 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             wall = ledger.close()
         run_dir = store.path
 
-    command = "python benchmarks/lenet_mnist.py " + " ".join(sys.argv[1:] if argv is None else argv)
     units = len(records)
     md = [
         "# LeNet-300-100 on MNIST: measured IMP results",
         "",
-        f"- command: `{command}`",
+        f"- command: `{command_line('lenet_mnist.py', argv)}`",
         f"- configuration: {args.trials} trials, {args.iterations} iterations per unit, levels 0-"
         f"{args.levels}, branches {args.branches}, Adam 1.2e-3, batch 60, 5,000-image validation split, "
         f"evaluation every {args.eval_every} iterations",
@@ -172,10 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         paper_comparison(records, args.levels),
     ]
-    out = Path(args.results)
-    atomic_write_bytes(out / "lenet_mnist.md", "\n".join(md).encode())
-    atomic_write_json(out / "lenet_mnist.json", {"config": cfg.to_dict(), "wall": wall, "records": records})
-    print("\n".join(md))
+    write_results(args.results, "lenet_mnist", {"config": cfg.to_dict(), "wall": wall, "records": records},
+                  "\n".join(md))
     return 0
 
 

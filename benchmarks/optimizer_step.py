@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
-from common import machine_info
+from common import command_line, machine_info, write_results
 
 from lth.optim import DirectFusedAdam
-from lth.store import atomic_write_bytes, atomic_write_json
 
 SHAPES = [(300, 784), (300,), (100, 300), (100,), (10, 100), (10,)]
 
@@ -69,10 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                      "us_per_step": us})
         print(json.dumps(rows[-1]), flush=True)
     result = {"machine": machine_info(), "steps": args.steps, "repeats": args.repeats, "rows": rows}
-    cmd = " ".join(argv if argv is not None else __import__("sys").argv[1:])
     names = list(variants)
     lines = ["# Adam step over LeNet-300-100's parameters", "",
-             f"- command: `python benchmarks/optimizer_step.py {cmd}`",
+             f"- command: `{command_line('optimizer_step.py', argv)}`",
              f"- machine: {result['machine']}",
              f"- best of {args.repeats} rounds of {args.steps} steps; microseconds per step (speed-up vs torch fused)",
              "", "| units | parameters | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
@@ -81,11 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{r['us_per_step'][n]:.1f} ({ref / r['us_per_step'][n]:.2f}x)" for n in names]
         lines.append(f"| {r['units']} | {r['parameters']:,} | " + " | ".join(cells) + " |")
     lines.append("")
-    md = "\n".join(lines)
-    out = Path(args.results)
-    atomic_write_json(out / "optimizer_step.json", result)
-    atomic_write_bytes(out / "optimizer_step.md", md.encode())
-    print(md)
+    write_results(args.results, "optimizer_step", result, "\n".join(lines))
     return 0
 
 

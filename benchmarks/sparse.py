@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import machine_info
+from common import command_line, machine_info, write_results
 
 from lth.data import load_splits
 from lth.export import (
@@ -50,7 +49,7 @@ from lth.export import decode_safetensors
 from lth.models import build_model
 from lth.pruning import density, prune_layerwise
 from lth.sparse import DEFAULT_THRESHOLD, SparseConv2d, SparseLinear, sparse_layers, sparsify
-from lth.store import atomic_write_bytes, atomic_write_json, read_json, torch_load
+from lth.store import read_json, torch_load
 
 ROOT = Path(__file__).resolve().parents[1]
 DENSITIES = (1.0, 0.51, 0.21, 0.07, 0.036, 0.018)
@@ -290,7 +289,7 @@ def markdown(res: dict, cmd: str) -> str:
     L = [
         "# Sparse tickets: export size and CPU inference, LeNet-300-100 on MNIST",
         "",
-        f"- command: `python benchmarks/sparse.py {cmd}`",
+        f"- command: `{cmd}`",
         f"- machine: {res['machine']}; thread counts measured: {', '.join(map(str, res['threads']))} "
         "(each table says which)",
         f"- run: `{res['run_dir']}` (trial {res['trial']}); load average before/after: "
@@ -397,10 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {"export_fraction_float32": f32["fraction_of_dense"],
                     "export_met": f32["fraction_of_dense"] <= 0.08, "speedup_3.6_batch256": at},
     }
-    md = markdown(res, " ".join(sys.argv[1:] if argv is None else argv))
-    atomic_write_json(args.results / "sparse.json", res)
-    atomic_write_bytes(args.results / "sparse.md", md.encode())
-    print(md)
+    write_results(args.results, "sparse", res, markdown(res, command_line("sparse.py", argv)))
     return 0
 
 

@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from pathlib import Path
 
 import torch
 
-from common import machine_info
+from common import machine_info, write_results
 from sparse import compare
 
-from lth.store import atomic_write_bytes, atomic_write_json
 
 DENSITIES = (0.51, 0.21, 0.107, 0.069, 0.036, 0.018, 0.009)
 OUT, IN, BATCH = 300, 784, 60
@@ -126,10 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             c = crossover(rows, units, key)
             cross[f"{units}:{key}"] = c
             md.append(f"- {units} unit(s), {key}: " + (f"{c:.1%}" if c is not None else "never (dense wins at every measured density)"))
-    out = Path(args.results)
-    atomic_write_json(out / "sparse_training.json", {"machine": machine_info(), "rows": rows, "crossover": cross})
-    atomic_write_bytes(out / "sparse_training.md", ("\n".join(md) + "\n").encode())
-    print("\n".join(md))
+    write_results(args.results, "sparse_training", {"machine": machine_info(), "rows": rows, "crossover": cross},
+                  "\n".join(md) + "\n")
     return 0
 
 

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from common import machine_info
+from common import command_line, machine_info, write_results
 
 from lth.batched import UnitInput, train_many
 from lth.config import TrainConfig
 from lth.data import load_splits
 from lth.models import build_model, initialize, prunable_parameters
 from lth.pruning import full_mask, prune_layerwise
-from lth.store import atomic_write_bytes, atomic_write_json
 from lth.train import apply_mask_, train
 
 
@@ -161,11 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         })
     result = {"machine": machine_info(), "iterations": args.iterations, "units": args.units,
               "repeats": args.repeats, "rows": rows, "projection": projection(rows, args.units)}
-    cmd = " ".join(argv if argv is not None else __import__("sys").argv[1:])
     lines = [
         "# Training-step benchmark: LeNet-300-100, MNIST, batch 60, Adam 1.2e-3",
         "",
-        f"- command: `python benchmarks/train_step.py {cmd}`",
+        f"- command: `{command_line('train_step.py', argv)}`",
         f"- machine: {result['machine']}",
         f"- best of {args.repeats} runs per variant, all in one process; lth variants: the marginal "
         f"cost of {args.iterations} more iterations (evaluations and set-up excluded; they are below)",
@@ -195,11 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{pj[prec]['eval_hours']:.2f} h evaluation); plain loop without evaluation: "
                      f"{pj['plain_hours']:.2f} h")
     lines.append("")
-    md = "\n".join(lines)
-    out = Path(args.results)
-    atomic_write_json(out / "train_step.json", result)
-    atomic_write_bytes(out / "train_step.md", md.encode())
-    print(md)
+    write_results(args.results, "train_step", result, "\n".join(lines))
     return 0
 
 
