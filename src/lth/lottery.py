@@ -433,6 +433,7 @@ class Lottery:
                 alive.append(t)
             else:
                 self.log(f"trial {t}: the dense network failed; skipping its pruned levels")
+        starts = {t: self.rewind_state(t) for t in alive}  # read once, shared by every level
         for level in range(1, L.levels + 1):
             specs: list[UnitSpec] = []
             for trial in list(alive):
@@ -442,8 +443,7 @@ class Lottery:
                     alive.remove(trial)
                     continue
                 mask = self.level_mask(trial, level, template)
-                start_state = self.rewind_state(trial)
-                specs += [self.branch_spec(trial, level, b, mask, start_state) for b in branches]
+                specs += [self.branch_spec(trial, level, b, mask, starts[trial]) for b in branches]
             self.run_units(specs, progress)
         records = self.store.write_summary()
         self.log(f"finished in {fmt_seconds(time.perf_counter() - progress.t0)}; "
