@@ -176,9 +176,14 @@ class SparseConv2d(nn.Module):
         self.register_buffer("weight", weight_csr)
         self.register_buffer("bias", None if bias is None else bias.detach().reshape(-1, 1).clone())
 
+    @staticmethod
+    def supports(conv: nn.Conv2d) -> bool:
+        """Whether ``conv`` can be converted: groups=1, zero padding given as numbers."""
+        return conv.groups == 1 and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, mask: torch.Tensor | None = None) -> "SparseConv2d":
-        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        if not cls.supports(conv):
             raise ValueError("SparseConv2d supports groups=1, padding_mode='zeros' and numeric "
                              f"padding only; got {conv}")
         w = conv.weight.detach().reshape(conv.out_channels, -1)
@@ -244,8 +249,7 @@ def sparsify(model: nn.Module, threshold: float | None = None, *,
             SparseConv2d if convs and isinstance(mod, nn.Conv2d) else None)
         if kind is None:
             continue
-        if kind is SparseConv2d and (mod.groups != 1 or isinstance(mod.padding, str)
-                                     or mod.padding_mode != "zeros"):
+        if kind is SparseConv2d and not SparseConv2d.supports(mod):
             continue
         mask = masks.get(f"{name}.weight" if name else "weight")
         if _density(mod.weight, mask) < threshold:
