@@ -11,7 +11,8 @@ independent optimizers). It offers:
 
 :class:`MLPEngine` is hand-written for fully connected ReLU networks (LeNet-300-100): batched
 matrix products forward, an explicit backward pass (no autograd graph, no per-unit Python work, no
-gradient w.r.t. the data), and evaluation of all N first layers in one GEMM. When every unit keeps
+gradient w.r.t. the data), and batched evaluation (the first layer one unit at a time, each a large
+GEMM already, so a unit's numbers do not depend on its group). When every unit keeps
 the same number of weights per layer (all units of an IMP level do: ticket, reinit and random mask
 have the same per-layer counts), the optimizer steps only the surviving weights, held compactly:
 Adam's memory-bound update and the gradient masking then cost in proportion to the density, not to
@@ -34,6 +35,7 @@ from torch.func import functional_call, vmap
 
 from .models import MLP
 from .pruning import Mask
+from .train import autocast
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Optimise a layer's surviving weights compactly below this density. Measured on 2 CPU cores for
@@ -44,8 +46,9 @@ COMPACT_BELOW = 0.25
 # cores; docs/PERFORMANCE.md). Alone, a CSR forward product beats the dense one from about 21%
 # density down and the sampled (SDDMM) weight gradient beats dense-product-plus-gather below about
 # 7-10% (benchmarks/sparse_training.py); inside a whole step (transposes, per-unit calls) the
-# interleaved A/B (benchmarks/sparse_step_ab.py) gain appears only at a few percent: one unit 1.28 -> 0.95 ms and 15 units 0.91 ->
-# 0.77 ms per network-iteration at 3.5%, but one unit 1.47 -> 1.77 ms at 17%. CSR evaluation of a
+# interleaved A/B (benchmarks/sparse_step_ab.py) shows a gain only at a few percent: one unit
+# 1.28 -> 0.95 ms and 15 units 0.91 -> 0.77 ms per network-iteration at 3.5%, but one unit
+# 1.47 -> 1.77 ms at 17%. CSR evaluation of a
 # 10K-image split beats dense below about 9% (16.5 vs 21.4 ms per unit at 6.9%, 24 vs 22 at 10.7%).
 # Smaller layers stay dense: their products are cheap and overhead-bound.
 SPARSE_FORWARD_BELOW = 0.05
@@ -191,12 +194,9 @@ class VmapEngine(Engine):
         self._eval_forward = vmap(fn, in_dims=(0, None))
         self._mask_pairs = ([self.params[k] for k in self.mask_names], [self.masks[k] for k in self.mask_names])
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
-
     def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         n = self.n_units
-        with self._autocast():
+        with autocast(self.device, self.precision):
             out = self._train_forward(self.params, x)  # [N, B, classes]
         per_unit = F.cross_entropy(out.float().flatten(0, 1), y.flatten(), reduction="none").view(n, -1).mean(1)
         for p in self.opt_params:
@@ -210,7 +210,7 @@ class VmapEngine(Engine):
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None) -> torch.Tensor:
-        with self._autocast():
+        with autocast(self.device, self.precision):
             return self._eval_forward({k: v.detach() for k, v in self.params.items()}, x).float()
 
 
