@@ -298,11 +298,10 @@ def _ranges(xs: list[int]) -> str:
     return ", ".join(out)
 
 
-def _level_number(p: Path) -> int | None:
-    try:
-        return int(p.name.split("_", 1)[1])
-    except (IndexError, ValueError):
-        return None
+def _dir_number(p: Path) -> int | None:
+    """``level_12`` -> 12, ``trial_3`` -> 3; None for a name without a number."""
+    num = p.name.partition("_")[2]
+    return int(num) if num.isdigit() else None
 
 
 @dataclass
@@ -325,7 +324,7 @@ def _finished_levels(trial_dir: Path, branch: str) -> list[int]:
 
     done = []
     for d in trial_dir.glob(f"level_*/{branch}/{RESULT}"):
-        lv = _level_number(d.parent.parent)
+        lv = _dir_number(d.parent.parent)
         try:
             ok = read_json(d).get("status", "ok") == "ok"
         except (OSError, ValueError):
@@ -351,8 +350,7 @@ def _resolve_unit(run_dir: Path | str, level: int, trial: int, branch: str) -> _
         cfg = config_from_run(run_dir)
     except (ConfigError, StoreError, ValueError, TypeError) as e:
         raise ExportError(f"cannot read {run_dir / 'config.json'}: {e}") from e
-    trials = sorted(int(p.name.split("_", 1)[1]) for p in run_dir.glob("trial_*")
-                    if p.is_dir() and p.name.split("_", 1)[1].isdigit())
+    trials = sorted(n for p in run_dir.glob("trial_*") if p.is_dir() and (n := _dir_number(p)) is not None)
     if trial not in trials:
         have = f"trials present: {_ranges(trials)}" if trials else "no trial has started yet"
         raise ExportError(f"trial {trial} not found in {run_dir} ({have}); choose one with --trial")
@@ -389,10 +387,11 @@ def _unit_mask(unit: _Unit, model: "nn.Module") -> dict[str, "torch.Tensor"]:
     import torch
 
     from .models import prunable_tensors
+    from .pruning import full_mask
     from .store import torch_load
 
     if unit.level == 0:
-        return {n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable_tensors(model).items()}
+        return full_mask(prunable_tensors(model))
     for path in (unit.dir / "mask.pt", unit.dir.parent / "mask.pt"):
         if path.exists():
             mask = torch_load(path)
