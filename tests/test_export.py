@@ -394,6 +394,16 @@ def test_sparsify_converts_only_layers_below_the_threshold():
     assert isinstance(sparsify(conv, 1.0, convs=True)[0], SparseConv2d)
 
 
+@pytest.mark.parametrize("conv", [nn.Conv2d(2, 4, 3, groups=2), nn.Conv2d(1, 4, 3, padding="same"),
+                                  nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect")])
+def test_unsupported_convolutions_stay_dense_and_are_refused_by_from_dense(conv):
+    with torch.no_grad():
+        conv.weight.mul_(0)
+    assert not sparse_layers(sparsify(nn.Sequential(conv), 1.0, convs=True))
+    with pytest.raises(ValueError, match="groups=1"):
+        SparseConv2d.from_dense(conv)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_sparse_ticket_gives_the_dense_tickets_outputs_on_real_data(run, tmp_path, digits, dtype):
     path = export_ticket(run, 2, dtype=dtype, out=tmp_path / "t.safetensors")
