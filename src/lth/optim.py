@@ -1,9 +1,10 @@
 """Optimizers with less per-step bookkeeping than ``torch.optim``'s, for tiny networks.
 
 A LeNet-300-100 step at batch 60 takes about a millisecond on a CPU. ``torch.optim.Adam(fused=True)``
-spends about 40 microseconds of it in Python around its single fused kernel: grouping tensors by
-device and dtype, checking state, re-reading hyperparameters (194 vs 155 us per step on 2 cores,
-benchmarks/optimizer_step.py; inside a training step the difference measured 45-55 us). :class:`DirectFusedAdam` is that same optimizer: its first step,
+spends about 35 microseconds of it in Python around its single fused kernel: grouping tensors by
+device and dtype, checking state, re-reading hyperparameters (180 vs 147 us per step on 2 cores,
+benchmarks/results/optimizer_step.md; inside a training step a one-off A/B measured 45-55 us, see
+docs/PERFORMANCE.md). :class:`DirectFusedAdam` is that same optimizer: its first step,
 its state, ``state_dict``/``load_state_dict`` and its fallback are ``torch.optim.Adam``'s; later
 steps call the same fused kernel with the same arguments directly, on lists made once. The numbers
 are bitwise the same (``tests/test_optim.py``).
