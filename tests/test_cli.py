@@ -79,6 +79,17 @@ def test_dry_run_prints_resolved_config_and_run_directory(tmp_path, capsys):
     assert f"run directory: {tmp_path}/lenet300-mnist-" in out
 
 
+def test_test_eval_flag_sets_the_runtime_field_and_keeps_the_run_directory(tmp_path, capsys):
+    dirs = []
+    for extra in ([], ["--test-eval", "best"]):
+        assert main(["run", "--preset", "lenet300-mnist", "--out", str(tmp_path), "--dry-run", *extra]) == 0
+        out = capsys.readouterr().out
+        cfg = json.loads(out[: out.rindex("}") + 1])
+        assert cfg["runtime"]["test_eval"] == ("best" if extra else "every")
+        dirs.append(out[out.rindex("run directory:"):].strip())
+    assert dirs[0] == dirs[1]  # how often the test split is measured changes no reported number
+
+
 @pytest.mark.slow
 def test_lenet_on_real_mnist_through_the_cli(tmp_path, shared_data):
     """A short version of the paper's experiment, exactly as the README shows it."""

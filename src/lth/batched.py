@@ -41,6 +41,7 @@ from .train import (
     iterations_per_epoch,
     learning_rate,
     make_optimizer,
+    needs_test,
 )
 
 __all__ = ["UnitInput", "train_many", "supports_batching"]
@@ -66,15 +67,17 @@ def _eval_chunks(engine: Engine, x: torch.Tensor, y: torch.Tensor, batch: int) -
 
 
 @torch.no_grad()
-def _evaluate_many(engine: Engine, chunks: list[tuple]) -> tuple[list[float], list[float]]:
-    """Mean loss and accuracy of every unit over a whole split (one batched forward per chunk)."""
-    n_units = engine.n_units
+def _evaluate_many(engine: Engine, chunks: list[tuple],
+                   units: list[int] | None = None) -> tuple[list[float], list[float]]:
+    """Mean loss and accuracy over a whole split (one batched forward per chunk) of every unit, or
+    of the units listed in ``units`` (in that order)."""
+    n_units = engine.n_units if units is None else len(units)
     device = engine.device
     loss = torch.zeros(n_units, dtype=torch.float64, device=device)
     correct = torch.zeros(n_units, dtype=torch.int64, device=device)
     n = 0
     for xb, yb, xt in chunks:
-        out = engine.logits(xb, xt=xt)  # [N, b, classes]
+        out = engine.logits(xb, xt=xt, units=units)  # [N, b, classes]
         ce = F.cross_entropy(out.flatten(0, 1), yb.repeat(n_units), reduction="none")
         loss += ce.view(n_units, -1).double().sum(1)
         correct += (out.argmax(2) == yb).sum(1)
@@ -96,6 +99,7 @@ def train_many(
     capture_steps: frozenset[int] = frozenset(),
     on_capture: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None,
     on_eval: Callable[[int, EvalPoint], None] | None = None,
+    test_eval: str = "every",
 ) -> list[TrainResult | TrainingDiverged]:
     """Train every unit from ``start_step`` (or its ``resume`` checkpoint) to ``cfg.iterations``.
 
@@ -103,7 +107,10 @@ def train_many(
     ``on_eval`` get the unit's index first; ``on_checkpoint`` gets every live unit's state at once
     (``{index: TrainState}``), so the caller can commit a group's checkpoints together. A unit whose loss becomes NaN/inf is reported as a
     :class:`TrainingDiverged` in its slot; the others go on (their slices never mix).
+    ``test_eval``: ``"every"`` or ``"best"`` (:func:`lth.train.needs_test`, decided per unit: the
+    test split is evaluated for just the units that need it).
     """
+    needs_test(test_eval, 0, 0, 0.0, 0.0)  # reject an unknown mode before any work
     if not units:
         return []
     if not supports_batching(model):
@@ -142,23 +149,32 @@ def train_many(
     perm_stack = torch.empty(0)
     perm_epoch = -1
 
+    best_val = [min((h["val_loss"] for h in hist), default=math.inf) for hist in histories]
+
     def do_eval(it: int) -> None:
         nonlocal running, since_eval
         train_loss = (running / since_eval).tolist() if since_eval else [None] * n_units
         vl, va = _evaluate_many(engine, val_chunks)
-        tl, ta = _evaluate_many(engine, test_chunks)
-        lr = learning_rate(cfg, max(it - 1, 0))
         for i in range(n_units):
             if i in failed:
                 continue
             tr = train_loss[i]
             if tr is not None and not math.isfinite(tr):
                 failed[i] = TrainingDiverged(f"training loss became {tr} before iteration {it}")
-                continue
-            if not math.isfinite(vl[i]):
+            elif not math.isfinite(vl[i]):
                 failed[i] = TrainingDiverged(f"validation loss became {vl[i]} at iteration {it}")
+        want = [i for i in range(n_units)
+                if i not in failed and needs_test(test_eval, it, cfg.iterations, vl[i], best_val[i])]
+        test: dict[int, tuple[float, float]] = {}
+        if want:
+            tl, ta = _evaluate_many(engine, test_chunks, None if len(want) == n_units else want)
+            test = {i: (tl[j], ta[j]) for j, i in enumerate(want)}
+        lr = learning_rate(cfg, max(it - 1, 0))
+        for i in range(n_units):
+            if i in failed:
                 continue
-            point = EvalPoint(it, tr, vl[i], va[i], tl[i], ta[i], lr)
+            best_val[i] = min(best_val[i], vl[i])
+            point = EvalPoint(it, train_loss[i], vl[i], va[i], *test.get(i, (None, None)), lr)
             histories[i].append(point.to_dict())
             if on_eval is not None:
                 on_eval(i, point)

@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
                      "(default 0 = automatic: all of a level's units for models without BatchNorm/"
                      "dropout; 1 = one at a time). Results equal one-at-a-time training up to float "
                      "rounding; resume works across different values")
+    run.add_argument("--test-eval", choices=("every", "best"),
+                     help="when to evaluate the test split: every evaluation (default; the full "
+                     "test-accuracy curve) or best: only where validation loss reaches a new minimum "
+                     "and at the last iteration. Reported numbers (test accuracy at early stop, final "
+                     "test accuracy) are identical; best skips about 94%% of test evaluations in the "
+                     "LeNet figure run. Not part of the configuration's identity: resume may switch")
     run.add_argument("--precision", choices=("fp32", "bf16"),
                      help="matrix-product precision: fp32 (the paper's, default) or bf16 (bfloat16 "
                      "products, float32 weights/optimizer/loss; fast on CPUs with AMX and on GPUs). "
@@ -93,6 +99,7 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
         ("runtime", "device"): args.device,
         ("runtime", "threads"): args.threads,
         ("runtime", "parallel_units"): args.parallel_units,
+        ("runtime", "test_eval"): args.test_eval,
         ("train", "precision"): args.precision,
         ("runtime", "deterministic"): args.deterministic,
     }

@@ -18,6 +18,7 @@ from typing import Any
 BRANCHES = ("ticket", "reinit", "random_mask")
 OPTIMIZERS = ("adam", "sgd")
 PRECISIONS = ("fp32", "bf16")
+TEST_EVALS = ("every", "best")
 # Fields added after runs were made: omitted from the identity at these defaults, so older run
 # directories keep their hash.
 LATER_TRAIN_DEFAULTS = {"precision": "fp32"}
@@ -211,6 +212,11 @@ class RuntimeConfig:
     # Units of a level trained together as one vectorised computation; 0 = choose automatically
     # (all of a level's units for models without BatchNorm/dropout, else 1), 1 = one at a time.
     parallel_units: int = 0
+    # When the test split is evaluated: "every" evaluation point (the full test-accuracy curve), or
+    # "best": only where validation loss reaches a new minimum (every candidate early-stopping
+    # point) and at the last iteration. Every number a unit reports (test accuracy at early stop,
+    # final test accuracy) is the same; the history then holds test values at those points only.
+    test_eval: str = "every"
 
     def __post_init__(self) -> None:
         _positive_int("runtime", "checkpoint_every", self.checkpoint_every)
@@ -219,6 +225,10 @@ class RuntimeConfig:
         _check(isinstance(self.parallel_units, int) and self.parallel_units >= 0,
                f"runtime.parallel_units = {self.parallel_units!r}: must be an integer >= 0 "
                "(0 = automatic, 1 = one unit at a time)")
+        _check(self.test_eval in TEST_EVALS,
+               f"runtime.test_eval = {self.test_eval!r}: choose one of {', '.join(TEST_EVALS)} "
+               "(every = test metrics at every evaluation; best = only at new validation-loss minima "
+               "and the last iteration)")
 
 
 @dataclass(frozen=True)

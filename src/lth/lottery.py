@@ -137,6 +137,11 @@ class Progress:
                 f"{100 * weights:6.2f}% weights]")
 
 
+def _test_acc(p: EvalPoint) -> str:
+    """The progress line's test-accuracy field; empty where the test split was not evaluated."""
+    return "" if p.test_accuracy is None else f"test_acc {100 * p.test_accuracy:5.2f}% "
+
+
 def fmt_seconds(s: float) -> str:
     s = int(round(s))
     if s < 60:
@@ -275,7 +280,7 @@ class Lottery:
         def on_eval(p: EvalPoint) -> None:
             if progress.due():
                 self.log(f"{label} it {p.iteration:>6}/{cfg.train.iterations} val_loss {p.val_loss:.4f} "
-                         f"val_acc {100 * p.val_accuracy:5.2f}% test_acc {100 * p.test_accuracy:5.2f}% "
+                         f"val_acc {100 * p.val_accuracy:5.2f}% {_test_acc(p)}"
                          f"| ETA {progress.eta(p.iteration - first)}")
 
         outcome: TrainResult | TrainingDiverged
@@ -292,6 +297,7 @@ class Lottery:
                 on_eval=on_eval,
                 eval_batch_size=cfg.runtime.eval_batch_size,
                 dropout_seed=self.seed("dropout", spec.trial, spec.level, spec.branch),
+                test_eval=cfg.runtime.test_eval,
             )
         except TrainingDiverged as e:
             outcome = e
@@ -314,6 +320,13 @@ class Lottery:
             lo, hi = format(min(xs), fmt), format(max(xs), fmt)
             return f"{lo}{unit}" if len(xs) == 1 else f"{lo}-{hi}{unit}"
 
+        def span_test(pts: list[EvalPoint]) -> str:
+            accs = [100 * q.test_accuracy for q in pts if q.test_accuracy is not None]
+            if not accs:  # test_eval="best" and no unit reached a new validation minimum
+                return ""
+            part = "" if len(accs) == len(pts) else f" ({len(accs)}/{len(pts)} units tested)"
+            return f"test_acc {span(accs)}{part} "
+
         head = labels[0] if len(specs) == 1 else f"[level {level}/{cfg.lottery.levels}, {len(specs)} units at once]"
 
         def on_eval(i: int, p: EvalPoint) -> None:
@@ -323,7 +336,7 @@ class Lottery:
                 self.log(f"{head} it {p.iteration:>6}/{cfg.train.iterations} "
                          f"val_loss {span([q.val_loss for q in pts], '.4f', '')} "
                          f"val_acc {span([100 * q.val_accuracy for q in pts])} "
-                         f"test_acc {span([100 * q.test_accuracy for q in pts])} "
+                         f"{span_test(pts)}"
                          f"| ETA {progress.eta((p.iteration - first) * len(specs))}")
 
         outcomes = train_many(
@@ -335,6 +348,7 @@ class Lottery:
             capture_steps=self._capture_steps(specs[0]),
             on_capture=lambda i, step, st: self._save_rewind(specs[i].trial, st),
             on_eval=on_eval,
+            test_eval=cfg.runtime.test_eval,
         )
         progress.done_iters += (cfg.train.iterations - first) * len(specs)
         return [self._finish_unit(s, o, lab) for s, o, lab in zip(specs, outcomes, labels)]

@@ -7,7 +7,8 @@ independent optimizers). It offers:
 * ``loss_and_grad(x, y)``: per-unit mean cross-entropy on per-unit batches ``x[N, B, ...]``, with the
   gradients of :attr:`Engine.opt_params` set (pruned weights get exactly zero gradient);
 * ``after_step()``: bring the weights up to date after the optimizer stepped;
-* ``logits(x)``: per-unit outputs ``[N, M, classes]`` for one shared batch (evaluation).
+* ``logits(x, units=...)``: per-unit outputs ``[N, M, classes]`` for one shared batch (evaluation),
+  of every unit or of a chosen few.
 
 :class:`MLPEngine` is hand-written for fully connected ReLU networks (LeNet-300-100): batched
 matrix products forward, an explicit backward pass (no autograd graph, no per-unit Python work, no
@@ -170,8 +171,18 @@ class Engine:
     #: sparse first layer multiplies it); callers make it once per split, since splits are fixed.
     wants_transposed_eval_input = False
 
-    def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None,
+               units: Sequence[int] | None = None) -> torch.Tensor:
+        """Outputs ``[len(units), M, classes]`` of the listed units (all units when ``None``)."""
         raise NotImplementedError
+
+    def _unit_index(self, units: Sequence[int] | None) -> torch.Tensor | None:
+        if units is None:
+            return None
+        bad = [u for u in units if not 0 <= u < self.n_units]
+        if bad or not units:
+            raise ValueError(f"units {list(units)}: need unit indices in 0..{self.n_units - 1}")
+        return torch.tensor(list(units), dtype=torch.long, device=self.device)
 
 
 class VmapEngine(Engine):
@@ -209,9 +220,23 @@ class VmapEngine(Engine):
         return per_unit.detach()
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None,
+               units: Sequence[int] | None = None) -> torch.Tensor:
+        sel = self._unit_index(units)
+        params = {k: v.detach() if sel is None else v.detach().index_select(0, sel)
+                  for k, v in self.params.items()}
+        if sel is None:
+            forward = self._eval_forward
+        else:  # the buffers of just these units
+            buffers = {k: v.index_select(0, sel) for k, v in self.buffers.items()}
+            template = self.template
+
+            def fn(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xx: torch.Tensor) -> torch.Tensor:
+                return functional_call(template, ({**p, **b} if b else p), (xx,))
+
+            forward = lambda p, xx: vmap(fn, in_dims=(0, 0, None))(p, buffers, xx)  # noqa: E731
         with autocast(self.device, self.precision):
-            return self._eval_forward({k: v.detach() for k, v in self.params.items()}, x).float()
+            return forward(params, x).float()
 
 
 class MLPEngine(Engine):
@@ -402,8 +427,11 @@ class MLPEngine(Engine):
         return loss
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None) -> torch.Tensor:
-        m, n = x.shape[0], self.n_units
+    def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None,
+               units: Sequence[int] | None = None) -> torch.Tensor:
+        m = x.shape[0]
+        sel = self._unit_index(units)
+        order = range(self.n_units) if units is None else list(units)
         cw, cb = self._cw, self._cb
         # The first layer unit by unit: each is a large GEMM already, and a unit's numbers then do
         # not depend on which other units share its group (a crash-split group resumes exactly).
@@ -412,12 +440,13 @@ class MLPEngine(Engine):
             if xt is None:
                 xt = x.reshape(m, -1).t().contiguous()
             csr = self._csr[self._wname[0]]
-            h = torch.stack([torch.addmm(cb[0][i].unsqueeze(1), csr[i], xt).t() for i in range(n)])
+            h = torch.stack([torch.addmm(cb[0][i].unsqueeze(1), csr[i], xt).t() for i in order])
         else:
             xm = x.reshape(m, -1).to(self.compute_dtype)
-            h = torch.stack([torch.addmm(cb[0][i], xm, cw[0][i].t()) for i in range(n)])
+            h = torch.stack([torch.addmm(cb[0][i], xm, cw[0][i].t()) for i in order])
         for layer in range(1, len(cw)):
-            h = torch.baddbmm(cb[layer].unsqueeze(1), h.relu_(), cw[layer].transpose(1, 2))
+            w, b = (cw[layer], cb[layer]) if sel is None else (cw[layer][sel], cb[layer][sel])
+            h = torch.baddbmm(b.unsqueeze(1), h.relu_(), w.transpose(1, 2))
         return h.float()
 
 

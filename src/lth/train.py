@@ -3,7 +3,10 @@
 Protocol (Frankle & Carbin 2019, App. B): training counts iterations; the training set is reshuffled
 every epoch; validation and test loss/accuracy are measured every ``eval_every`` iterations
 (including iteration 0 and the last one); the early-stopping iteration is the evaluated iteration
-with the minimum validation loss.
+with the minimum validation loss. With ``test_eval="best"`` the test split is evaluated only where
+the validation loss reaches a new minimum (strictly below every earlier one: exactly the points
+that can become the early-stopping iteration) and at the last iteration, which leaves every
+reported number unchanged (see :func:`needs_test`).
 
 Speed notes: no host synchronisation happens between evaluation points (the running training loss
 stays on the device); batches are index tensors into data already on the device; the data order
@@ -42,8 +45,8 @@ class EvalPoint:
     train_loss: float | None  # mean training loss since the previous evaluation
     val_loss: float
     val_accuracy: float
-    test_loss: float
-    test_accuracy: float
+    test_loss: float | None  # None where the test split was not evaluated (test_eval="best")
+    test_accuracy: float | None
     lr: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +77,21 @@ class TrainResult:
     def early_stop(self) -> EvalPoint:
         """The evaluation with the minimum validation loss (first one on ties)."""
         return min(self.history, key=lambda e: (e.val_loss, e.iteration))
+
+
+def needs_test(test_eval: str, iteration: int, last_iteration: int, val_loss: float,
+               best_val_loss: float) -> bool:
+    """Whether an evaluation point measures the test split.
+
+    ``"every"``: always. ``"best"``: at the last iteration (the final test accuracy) and wherever
+    ``val_loss`` is strictly below ``best_val_loss``, the minimum of the earlier points. The early
+    stop is the first point with the minimum validation loss, which is always such a point, so its
+    test accuracy is always measured."""
+    if test_eval == "every":
+        return True
+    if test_eval != "best":
+        raise ValueError(f"test_eval = {test_eval!r}: choose every or best")
+    return iteration == last_iteration or val_loss < best_val_loss
 
 
 def capture_rng() -> dict[str, Any]:
@@ -189,12 +207,15 @@ def train(
     on_eval: Callable[[EvalPoint], None] | None = None,
     eval_batch_size: int = 10_000,
     dropout_seed: int = 0,
+    test_eval: str = "every",
 ) -> TrainResult:
     """Train ``model`` (already initialised and masked) from ``start_step`` to ``cfg.iterations``.
 
     ``resume`` continues from a saved :class:`TrainState`; the result equals an uninterrupted run.
     ``capture_steps``: iterations whose weights are handed to ``on_capture`` (theta_k for rewinding).
+    ``test_eval``: ``"every"`` or ``"best"`` (see :func:`needs_test`).
     """
+    needs_test(test_eval, 0, 0, 0.0, 0.0)  # reject an unknown mode before any training
     device = splits.train_x.device
     n = splits.train_x.shape[0]
     per_epoch = iterations_per_epoch(n, cfg.batch_size)
@@ -228,15 +249,20 @@ def train(
     perm: torch.Tensor | None = None
     perm_epoch = -1
 
+    best_val = min((h["val_loss"] for h in history), default=math.inf)
+
     def do_eval(it: int) -> None:
-        nonlocal running, since_eval
+        nonlocal running, since_eval, best_val
         train_loss = float(running) / since_eval if since_eval else None
         if train_loss is not None and not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} before iteration {it}")
         vl, va = evaluate(model, splits.val_x, splits.val_y, eval_batch_size, cfg.precision)
-        tl, ta = evaluate(model, splits.test_x, splits.test_y, eval_batch_size, cfg.precision)
         if not math.isfinite(vl):
             raise TrainingDiverged(f"validation loss became {vl} at iteration {it}")
+        tl = ta = None
+        if needs_test(test_eval, it, cfg.iterations, vl, best_val):
+            tl, ta = evaluate(model, splits.test_x, splits.test_y, eval_batch_size, cfg.precision)
+        best_val = min(best_val, vl)
         point = EvalPoint(it, train_loss, vl, va, tl, ta, learning_rate(cfg, max(it - 1, 0)))
         history.append(point.to_dict())
         running = torch.zeros((), device=device)
