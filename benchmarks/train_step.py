@@ -100,8 +100,9 @@ def time_module(splits, cfg: TrainConfig, rep: int, levels: int) -> float:
     return marginal(run, cfg)
 
 
-def time_eval(splits, precision: str, n: int, levels: int) -> float:
-    """Seconds per network for one evaluation of validation + test (what every 100 iterations costs)."""
+def time_eval(splits, precision: str, n: int, levels: int) -> dict[str, float]:
+    """Seconds per network for one evaluation of the validation and of the test split (every 100
+    iterations both, or with ``--test-eval best`` the test split only at new validation minima)."""
     from lth.batched import _eval_chunks, _evaluate_many
     from lth.stacked import make_engine
     units = engine_units(n, 0, levels)
@@ -112,11 +113,34 @@ def time_eval(splits, precision: str, n: int, levels: int) -> float:
     val = _eval_chunks(engine, splits.val_x, splits.val_y, 10_000)
     test = _eval_chunks(engine, splits.test_x, splits.test_y, 10_000)
     _evaluate_many(engine, val)
-    t0 = time.perf_counter()
+    spent = {"val": 0.0, "test": 0.0}
     for _ in range(3):
-        _evaluate_many(engine, val)
-        _evaluate_many(engine, test)
-    return (time.perf_counter() - t0) / 3 / n
+        for name, chunks in (("val", val), ("test", test)):
+            t0 = time.perf_counter()
+            _evaluate_many(engine, chunks)
+            spent[name] += time.perf_counter() - t0
+    return {k: v / 3 / n for k, v in spent.items()}
+
+
+def test_evaluations_per_level(run_dir: str) -> dict[int, float]:
+    """Mean number of evaluation points per unit, by level, at which a finished run's validation
+    loss reached a new minimum or training ended: the test evaluations ``--test-eval best`` makes."""
+    import json
+    from pathlib import Path
+    from lth.train import needs_test
+    counts: dict[int, list[int]] = {}
+    files = sorted(Path(run_dir).glob("trial_*/level_*/*/metrics.jsonl"))
+    if not files:
+        raise SystemExit(f"--figure-run {run_dir}: no trial_*/level_*/*/metrics.jsonl there; "
+                         "give a finished run directory of the LeNet figure")
+    for f in files:
+        hist = [json.loads(line) for line in f.read_text().splitlines()]
+        best, k = float("inf"), 0
+        for h in hist:
+            k += needs_test("best", h["iteration"], hist[-1]["iteration"], h["val_loss"], best)
+            best = min(best, h["val_loss"])
+        counts.setdefault(int(f.parent.parent.name.split("_")[1]), []).append(k)
+    return {lv: sum(v) / len(v) for lv, v in sorted(counts.items())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,10 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--results", default="benchmarks/results")
+    ap.add_argument("--figure-run", default=None,
+                    help="a finished run directory of the LeNet figure: the projection then also covers "
+                    "--test-eval best, with the test evaluations that run's validation curves imply")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     levels = [int(x) for x in args.levels.split(",")]
+    test_evals = test_evaluations_per_level(args.figure_run) if args.figure_run else None
+    if test_evals is not None and set(test_evals) != set(range(17)):
+        raise SystemExit(f"--figure-run {args.figure_run}: has levels {sorted(test_evals)}; the projection "
+                         "needs the figure's levels 0-16")
     splits = load_splits("mnist", args.data_dir, val_size=5000, split_seed=0)
     rows = []
     for lv in levels:
@@ -154,10 +185,16 @@ def main(argv: list[str] | None = None) -> int:
             "weights_remaining": sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values()),
             "ms_per_network_iteration": best,
             "all_runs_ms": {k: [1000 * x for x in v] for k, v in t.items()},
-            "eval_ms_per_network": {p: 1000 * time_eval(splits, p, args.units, lv) for p in ("fp32", "bf16")},
         })
+        for p in ("fp32", "bf16"):
+            ev = time_eval(splits, p, args.units, lv)
+            rows[-1].setdefault("val_eval_ms_per_network", {})[p] = 1000 * ev["val"]
+            rows[-1].setdefault("test_eval_ms_per_network", {})[p] = 1000 * ev["test"]
+            rows[-1].setdefault("eval_ms_per_network", {})[p] = 1000 * (ev["val"] + ev["test"])
     result = {"machine": machine_info(), "iterations": args.iterations, "units": args.units,
-              "repeats": args.repeats, "rows": rows, "projection": projection(rows, args.units)}
+              "repeats": args.repeats, "rows": rows, "figure_run": args.figure_run,
+              "test_evaluations_per_unit_by_level": test_evals,
+              "projection": projection(rows, args.units, test_evals)}
     lines = [
         "# Training-step benchmark: LeNet-300-100, MNIST, batch 60, Adam 1.2e-3",
         "",
@@ -179,25 +216,35 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {100 * r['weights_remaining']:.1f}% | {b['plain']:.3f} | {cell('module_fp32')} | "
                      f"{cell('single_fp32')} | {cell('single_bf16')} | {cell('batched_fp32')} | "
                      f"{cell('batched_bf16')} |")
-    lines += ["", "Evaluation of validation + test (15,000 images) per network, batched over "
+    ev = lambda r, p: (f"{r['val_eval_ms_per_network'][p]:.1f} + "  # noqa: E731
+                       f"{r['test_eval_ms_per_network'][p]:.1f} ms")
+    lines += ["", "Evaluation of validation (5,000 images) + test (10,000) per network, batched over "
               f"{args.units} units: " + "; ".join(
-                  f"{100 * r['weights_remaining']:.1f}%: fp32 {r['eval_ms_per_network']['fp32']:.1f} ms, "
-                  f"bf16 {r['eval_ms_per_network']['bf16']:.1f} ms" for r in rows), ""]
+                  f"{100 * r['weights_remaining']:.1f}%: fp32 {ev(r, 'fp32')}, bf16 {ev(r, 'bf16')}"
+                  for r in rows), ""]
     pj = result["projection"]
     lines += ["## Projection: the paper's LeNet figure (5 trials x (1 dense + 16 levels x 3 branches), "
               "50K iterations, evaluation every 100)", ""]
-    for prec in ("fp32", "bf16"):
-        lines.append(f"- {prec}: {pj[prec]['hours']:.2f} h ({pj[prec]['train_hours']:.2f} h training, "
-                     f"{pj[prec]['eval_hours']:.2f} h evaluation); plain loop without evaluation: "
-                     f"{pj['plain_hours']:.2f} h")
+    for mode in ("every", "best"):
+        for prec in ("fp32", "bf16"):
+            key = f"{prec}_{mode}"
+            if key in pj:
+                lines.append(f"- {prec}, --test-eval {mode}: {pj[key]['hours']:.2f} h ({pj[key]['train_hours']:.2f} h "
+                             f"training, {pj[key]['eval_hours']:.2f} h evaluation)")
+    lines.append(f"- plain loop, without any evaluation: {pj['plain_hours']:.2f} h")
+    if test_evals:
+        lines += ["", f"--test-eval best: test evaluations per unit (of 501 points) in `{args.figure_run}`, "
+                  "by level: " + ", ".join(f"{lv}: {k:.1f}" for lv, k in test_evals.items())]
     lines.append("")
     write_results(args.results, "train_step", result, "\n".join(lines))
     return 0
 
 
-def projection(rows: list[dict], units: int) -> dict:
+def projection(rows: list[dict], units: int, test_evals: dict[int, float] | None = None) -> dict:
     """Hours for the full figure, from the measured per-network costs, interpolated in log-density
-    between the measured mask densities (each level's density from the paper's counting rule)."""
+    between the measured mask densities (each level's density from the paper's counting rule).
+    Evaluation: 501 points per unit (every 100 of 50K iterations); the test split at all of them
+    (``every``) or, given ``test_evals`` (per level, per unit), at that many (``best``)."""
     import math
     dens = sorted((r["weights_remaining"], r) for r in rows)
 
@@ -213,14 +260,19 @@ def projection(rows: list[dict], units: int) -> dict:
 
     out: dict = {}
     levels = [0] + [lv for lv in range(1, 17) for _ in range(3)]
-    for prec in ("fp32", "bf16"):
-        train_s = eval_s = 0.0
-        for lv in levels:
-            _, mask = sparse_lenet(0, lv)
-            d = sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
-            train_s += 5 * 50_000 * at(d, "ms_per_network_iteration", f"batched_{prec}") / 1000
-            eval_s += 5 * 501 * at(d, "eval_ms_per_network", prec) / 1000
-        out[prec] = {"hours": (train_s + eval_s) / 3600, "train_hours": train_s / 3600, "eval_hours": eval_s / 3600}
+    modes = {"every": None, **({"best": test_evals} if test_evals else {})}
+    for mode, counts in modes.items():
+        for prec in ("fp32", "bf16"):
+            train_s = eval_s = 0.0
+            for lv in levels:
+                _, mask = sparse_lenet(0, lv)
+                d = sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+                train_s += 5 * 50_000 * at(d, "ms_per_network_iteration", f"batched_{prec}") / 1000
+                n_test = 501 if counts is None else counts[lv]
+                eval_s += 5 * (501 * at(d, "val_eval_ms_per_network", prec)
+                               + n_test * at(d, "test_eval_ms_per_network", prec)) / 1000
+            out[f"{prec}_{mode}"] = {"hours": (train_s + eval_s) / 3600, "train_hours": train_s / 3600,
+                                     "eval_hours": eval_s / 3600}
     out["plain_hours"] = 5 * 49 * 50_000 * at(0.2, "ms_per_network_iteration", "plain") / 1000 / 3600
     return out
 

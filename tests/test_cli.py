@@ -86,8 +86,14 @@ def test_test_eval_flag_sets_the_runtime_field_and_keeps_the_run_directory(tmp_p
         out = capsys.readouterr().out
         cfg = json.loads(out[: out.rindex("}") + 1])
         assert cfg["runtime"]["test_eval"] == ("best" if extra else "every")
+        assert cfg["runtime"]["flush_denormals"] is True
         dirs.append(out[out.rindex("run directory:"):].strip())
     assert dirs[0] == dirs[1]  # how often the test split is measured changes no reported number
+    assert main(["run", "--preset", "lenet300-mnist", "--out", str(tmp_path), "--dry-run",
+                 "--no-flush-denormals"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[: out.rindex("}") + 1])["runtime"]["flush_denormals"] is False
+    assert out[out.rindex("run directory:"):].strip() == dirs[0]
 
 
 @pytest.mark.slow

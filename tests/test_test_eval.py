@@ -1,5 +1,6 @@
 """``test_eval="best"``: the test split is evaluated only at new validation-loss minima and at the
-last iteration, and every number a unit reports is the same as with ``"every"``."""
+last iteration, and every number a unit reports is the same as with ``"every"``. And
+``flush_denormals``, the other runtime switch that trades nothing reported for speed."""
 
 from __future__ import annotations
 
@@ -199,3 +200,48 @@ def test_lottery_results_are_identical_with_best_and_every(tmp_path, digits):
 def test_test_eval_is_validated_with_the_fix_in_the_message():
     with pytest.raises(ConfigError, match="runtime.test_eval = 'sometimes'.*every, best"):
         RuntimeConfig(test_eval="sometimes")
+
+
+def denormal_survives() -> bool:
+    return (torch.tensor([1e-37]) / 1000).item() != 0.0  # 1e-40 is denormal
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_flush_denormals_is_on_while_training_and_off_after(digits, batched):
+    cfg = TrainConfig(iterations=100, batch_size=32, lr=3e-3, eval_every=50)
+    m, mask = unit(2, 0.5)
+    seen: list[bool] = []
+    assert denormal_survives()
+    if batched:
+        train_many(build_model("mlp-100-50", (1, 8, 8), 10), [UnitInput(state_of(m), mask, 1)], digits, cfg,
+                   flush_denormals=True, on_eval=lambda i, p: seen.append(denormal_survives()))
+    else:
+        train(m, mask, digits, cfg, data_seed=1, flush_denormals=True,
+              on_eval=lambda p: seen.append(denormal_survives()))
+    assert seen == [False, False, False]  # flushed at every evaluation point (0, 50, 100)
+    assert denormal_survives()  # and the process is back to IEEE behaviour
+
+
+def test_flush_denormals_is_restored_when_training_fails(digits):
+    cfg = TrainConfig(iterations=100, batch_size=32, eval_every=50)
+    m, mask = unit(3, 0.5)
+
+    def boom(p):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(m, mask, digits, cfg, data_seed=1, flush_denormals=True, on_eval=boom)
+    assert denormal_survives()
+
+
+def test_flush_denormals_leaves_the_training_numbers_unchanged(digits):
+    """Only contributions below 1.2e-38 change, and they vanish beside anything of normal size."""
+    cfg = TrainConfig(iterations=1500, batch_size=32, lr=3e-3, eval_every=100)
+    made = [unit(s, 0.5) for s in range(3)]
+    inputs = [UnitInput(state_of(m), k, 40 + i) for i, (m, k) in enumerate(made)]
+    template = build_model("mlp-100-50", (1, 8, 8), 10)
+    plain = train_many(template, inputs, digits, cfg)
+    flushed = train_many(template, inputs, digits, cfg, flush_denormals=True)
+    for a, b in zip(plain, flushed):
+        assert [(h.iteration, h.val_loss, h.test_accuracy) for h in a.history] == \
+            [(h.iteration, h.val_loss, h.test_accuracy) for h in b.history]

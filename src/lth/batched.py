@@ -37,6 +37,7 @@ from .train import (
     TrainResult,
     TrainState,
     capture_rng,
+    denormals_flushed,
     epoch_permutation,
     iterations_per_epoch,
     learning_rate,
@@ -100,6 +101,7 @@ def train_many(
     on_capture: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None,
     on_eval: Callable[[int, EvalPoint], None] | None = None,
     test_eval: str = "every",
+    flush_denormals: bool = False,
 ) -> list[TrainResult | TrainingDiverged]:
     """Train every unit from ``start_step`` (or its ``resume`` checkpoint) to ``cfg.iterations``.
 
@@ -108,11 +110,21 @@ def train_many(
     (``{index: TrainState}``), so the caller can commit a group's checkpoints together. A unit whose loss becomes NaN/inf is reported as a
     :class:`TrainingDiverged` in its slot; the others go on (their slices never mix).
     ``test_eval``: ``"every"`` or ``"best"`` (:func:`lth.train.needs_test`, decided per unit: the
-    test split is evaluated for just the units that need it).
+    test split is evaluated for just the units that need it). ``flush_denormals``: see
+    :func:`lth.train.denormals_flushed`.
     """
     needs_test(test_eval, 0, 0, 0.0, 0.0)  # reject an unknown mode before any work
     if not units:
         return []
+    with denormals_flushed(flush_denormals):
+        return _train_many(model, units, splits, cfg, start_step=start_step, eval_batch_size=eval_batch_size,
+                           checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint,
+                           capture_steps=capture_steps, on_capture=on_capture, on_eval=on_eval,
+                           test_eval=test_eval)
+
+
+def _train_many(model, units, splits, cfg, *, start_step, eval_batch_size, checkpoint_every, on_checkpoint,
+                capture_steps, on_capture, on_eval, test_eval) -> list[TrainResult | TrainingDiverged]:
     if not supports_batching(model):
         raise ValueError(f"{type(model).__name__} has BatchNorm or dropout; train its units one at a time")
     resumes = [u.resume for u in units]

@@ -298,6 +298,7 @@ class Lottery:
                 eval_batch_size=cfg.runtime.eval_batch_size,
                 dropout_seed=self.seed("dropout", spec.trial, spec.level, spec.branch),
                 test_eval=cfg.runtime.test_eval,
+                flush_denormals=cfg.runtime.flush_denormals,
             )
         except TrainingDiverged as e:
             outcome = e
@@ -349,6 +350,7 @@ class Lottery:
             on_capture=lambda i, step, st: self._save_rewind(specs[i].trial, st),
             on_eval=on_eval,
             test_eval=cfg.runtime.test_eval,
+            flush_denormals=cfg.runtime.flush_denormals,
         )
         progress.done_iters += (cfg.train.iterations - first) * len(specs)
         return [self._finish_unit(s, o, lab) for s, o, lab in zip(specs, outcomes, labels)]
