@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--branches", default="ticket,reinit,random_mask")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--test-eval", choices=("every", "best"), default="every",
+                    help="when the test split is measured (lth run --test-eval); same reported numbers")
     ap.add_argument("--out", default="bench_out")
     ap.add_argument("--results", default="benchmarks/results",
                     help="folder for lenet_mnist.md / lenet_mnist.json")
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     base["lottery"].update(trials=args.trials, levels=args.levels,
                            branches=tuple(args.branches.split(",")))
     base["train"].update(iterations=args.iterations, eval_every=args.eval_every)
+    base["runtime"].update(test_eval=args.test_eval)
     cfg = ExperimentConfig.from_dict(base)
     splits = load_splits("mnist", args.data_dir, val_size=cfg.data.val_size,
                          split_seed=cfg.data.split_seed)
@@ -156,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `{command_line('lenet_mnist.py', argv)}`",
         f"- configuration: {args.trials} trials, {args.iterations} iterations per unit, levels 0-"
         f"{args.levels}, branches {args.branches}, Adam 1.2e-3, batch 60, 5,000-image validation split, "
-        f"evaluation every {args.eval_every} iterations",
+        f"evaluation every {args.eval_every} iterations (test split: {args.test_eval}; "
+        f"denormals flushed: {cfg.runtime.flush_denormals})",
         f"- machine: {machine_info()}",
         f"- wall time: {wall['seconds'] / 60:.1f} min over {len(wall['invocations'])} invocation(s), "
         f"{units} units",
