@@ -58,9 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--flush-denormals", action=argparse.BooleanOptionalAction, default=None,
                      help="flush denormal floats to zero on the CPU while training (default: on). Late "
                      "in training a confident classifier's softmax outputs are often denormal, which "
-                     "slows every product reading the loss gradient; flushing changes only values below "
-                     "1.2e-38 (a real LeNet level reported identical numbers). Not part of the "
-                     "configuration's identity")
+                     "slows every product reading the loss gradient. Flushing changes only values below "
+                     "1.2e-38, but such last-bit differences can grow over a long run (results equal "
+                     "statistically, not always bitwise). Not part of the configuration's identity")
     run.add_argument("--precision", choices=("fp32", "bf16"),
                      help="matrix-product precision: fp32 (the paper's, default) or bf16 (bfloat16 "
                      "products, float32 weights/optimizer/loss; fast on CPUs with AMX and on GPUs). "

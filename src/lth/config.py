@@ -219,8 +219,9 @@ class RuntimeConfig:
     test_eval: str = "every"
     # Flush denormal floats to zero on the CPU while training (lth.train.denormals_flushed): late
     # in training ~10% of a confident classifier's softmax outputs are denormal and slow every
-    # product that reads them. Changes only contributions below 1.2e-38: a real LeNet-300-100
-    # level retrained with it reported identical numbers (benchmarks/results/test_eval_flush.md).
+    # product that reads them. Changes only values below 1.2e-38, but such last-bit differences
+    # can grow over thousands of iterations: the LeNet figure rerun with it matched the run without
+    # it bitwise in 137 of 245 units and statistically in all (docs/PERFORMANCE.md).
     flush_denormals: bool = True
 
     def __post_init__(self) -> None:

@@ -102,8 +102,10 @@ def denormals_flushed(enabled: bool):
     A trained classifier is confident: about 10% of LeNet-300-100's softmax probabilities are
     denormal (below 1.2e-38), and every product that reads the loss gradient then takes the CPU's
     slow denormal path (a 50K-iteration level's late steps ~30% slower). Flushing changes only
-    contributions below 1.2e-38, which vanish when added to anything of normal size. PyTorch has no
-    getter for the mode, so it is switched off again on exit."""
+    values below 1.2e-38, which mostly vanish when added to anything of normal size; where one
+    does not (a last bit of a weight), the difference can grow over thousands of iterations, so
+    results equal those without flushing statistically, not always bitwise. PyTorch has no getter
+    for the mode, so it is switched off again on exit."""
     if not enabled or not torch.set_flush_denormal(True):
         yield
         return
