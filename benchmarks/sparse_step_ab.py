@@ -16,23 +16,26 @@ import time
 
 import torch
 
-from common import machine_info
+from common import command_line, machine_info, write_results
 from train_step import sparse_lenet
 
 import lth.stacked as st
+from lth.batched import _eval_chunks, _evaluate_many
 from lth.config import TrainConfig
 from lth.train import make_optimizer
 
 
 def stepper(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.Tensor):
-    saved = st.SPARSE_FORWARD_BELOW, st.SPARSE_GRAD_BELOW
+    saved = st.SPARSE_FORWARD_BELOW, st.SPARSE_GRAD_BELOW, st.COMPACT_BELOW
     st.SPARSE_FORWARD_BELOW = st.SPARSE_GRAD_BELOW = 1.0 if sparse else 0.0
+    if sparse:  # the sparse kernels work on compact layers; the dense arm keeps the default choice
+        st.COMPACT_BELOW = 1.0
     try:
         units = [sparse_lenet(100 + i, levels) for i in range(n_units)]
         engine = st.MLPEngine(units[0][0], [{k: v.detach().clone() for k, v in m.state_dict().items()}
                                             for m, _ in units], [k for _, k in units], "cpu", "fp32")
     finally:
-        st.SPARSE_FORWARD_BELOW, st.SPARSE_GRAD_BELOW = saved
+        st.SPARSE_FORWARD_BELOW, st.SPARSE_GRAD_BELOW, st.COMPACT_BELOW = saved
     assert bool(engine._sparse_fwd) == sparse
     opt = make_optimizer(engine.opt_params, TrainConfig(lr=1.2e-3, batch_size=60))
     g = torch.Generator().manual_seed(0)
@@ -49,29 +52,90 @@ def stepper(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.T
     return run
 
 
+def evaluator(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.Tensor):
+    """One evaluation pass over (x, y) of ``n_units`` units, the first layer as one stacked CSR
+    product (A) or as dense per-unit products (B)."""
+    saved = st.SPARSE_EVAL_BELOW, st.COMPACT_BELOW
+    st.SPARSE_EVAL_BELOW = 1.0 if sparse else 0.0
+    if sparse:
+        st.COMPACT_BELOW = 1.0
+    try:
+        units = [sparse_lenet(100 + i, levels) for i in range(n_units)]
+        engine = st.MLPEngine(units[0][0], [{k: v.detach().clone() for k, v in m.state_dict().items()}
+                                            for m, _ in units], [k for _, k in units], "cpu", "fp32")
+    finally:
+        st.SPARSE_EVAL_BELOW, st.COMPACT_BELOW = saved
+    assert bool(engine.sparse_eval) == sparse
+    chunks = _eval_chunks(engine, x, y, 10_000)
+
+    def run(passes: int) -> float:
+        t = time.perf_counter()
+        for _ in range(passes):
+            _evaluate_many(engine, chunks)
+        return time.perf_counter() - t
+    return run
+
+
+def best_of(a, b, warm: int, reps: int, each: int) -> tuple[float, float]:
+    a(warm)
+    b(warm)
+    ta, tb = [], []
+    for _ in range(reps):  # interleaved, so drifts in machine speed hit both arms alike
+        ta.append(a(each))
+        tb.append(b(each))
+    return min(ta) / each, min(tb) / each
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--levels", default="8,10,12,15", help="IMP levels (hidden layers at 0.8^level)")
+    ap.add_argument("--levels", default="5,6,7,8,10,12,14,16", help="IMP levels (hidden layers at 0.8^level)")
     ap.add_argument("--units", default="1,15")
+    ap.add_argument("--eval-levels", default="6,7,8,9,10,11,12",
+                    help="levels at which to time evaluation of a 5,000-image split (empty: none)")
+    ap.add_argument("--results", default=None, help="write sparse_step_ab.{json,md} into this directory")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(machine_info())
+    info = machine_info()
+    print(info)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(55000, 1, 28, 28, generator=g), torch.randint(0, 10, (55000,), generator=g)
+    rows, evals = [], []
     for n in (int(u) for u in args.units.split(",")):
         for lv in (int(v) for v in args.levels.split(",")):
-            a, b = stepper(n, lv, True, x, y), stepper(n, lv, False, x, y)
-            a(20)
-            b(20)
-            ta, tb = [], []
-            for _ in range(5):
-                ta.append(a(60))
-                tb.append(b(60))
+            sa, sb = best_of(stepper(n, lv, True, x, y), stepper(n, lv, False, x, y), 20, 5, 60)
+            rows.append({"units": n, "level": lv, "density": 0.8 ** lv, "sparse_ms": sa / n * 1e3,
+                         "dense_ms": sb / n * 1e3})
             print(f"units {n:2d} level {lv:2d} (layer 1 at {0.8 ** lv:.1%}): sparse kernels "
-                  f"{min(ta) / 60 / n * 1e3:.3f}  dense compact {min(tb) / 60 / n * 1e3:.3f} "
+                  f"{sa / n * 1e3:.3f}  dense (default path) {sb / n * 1e3:.3f} "
                   "ms per network-iteration (best of 5)", flush=True)
+    if args.eval_levels:
+        xv, yv = x[:5000], y[:5000]
+        for lv in (int(v) for v in args.eval_levels.split(",")):
+            ea, eb = best_of(evaluator(15, lv, True, xv, yv), evaluator(15, lv, False, xv, yv), 1, 5, 2)
+            evals.append({"units": 15, "level": lv, "density": 0.8 ** lv, "sparse_ms": ea * 1e3,
+                          "dense_ms": eb * 1e3})
+            print(f"evaluation, 15 units, 5,000 images, level {lv:2d} (layer 1 at {0.8 ** lv:.1%}): "
+                  f"stacked CSR {ea * 1e3:.1f}  dense {eb * 1e3:.1f} ms (best of 5)", flush=True)
+    if args.results:
+        md = ["# Sparse kernels vs the dense path, LeNet-300-100 (lth.stacked.MLPEngine)", "",
+              f"- command: `{command_line('sparse_step_ab.py', argv)}`", f"- machine: {info}",
+              "- training step: batch 60, Adam, float32, ms per network-iteration, best of 5 interleaved "
+              "repeats of 60 steps; sparse = the first layer's block-diagonal CSR forward + batched SDDMM "
+              "gradient (compact optimizer), dense = the engine's default path with the kernels off", "",
+              "| units | level | layer-1 density | sparse kernels | dense path | sparse / dense |",
+              "|---|---|---|---|---|---|"]
+        md += [f"| {r['units']} | {r['level']} | {r['density']:.1%} | {r['sparse_ms']:.3f} | {r['dense_ms']:.3f} "
+               f"| {r['sparse_ms'] / r['dense_ms']:.2f} |" for r in rows]
+        if evals:
+            md += ["", "Evaluation of a 5,000-image split by 15 units (ms per pass, best of 5): the first layer "
+                   "as one stacked CSR product vs dense per-unit products.", "",
+                   "| level | layer-1 density | stacked CSR | dense | sparse / dense |", "|---|---|---|---|---|"]
+            md += [f"| {r['level']} | {r['density']:.1%} | {r['sparse_ms']:.1f} | {r['dense_ms']:.1f} "
+                   f"| {r['sparse_ms'] / r['dense_ms']:.2f} |" for r in evals]
+        write_results(args.results, "sparse_step_ab", {"machine": info, "step": rows, "eval": evals},
+                      "\n".join(md) + "\n")
     return 0
 
 

@@ -246,6 +246,77 @@ def test_bf16_compact_path_equals_bf16_masked_dense_path(digits, monkeypatch):
             assert torch.count_nonzero(cap_c[i][name][keep]) > 0  # the capture is not stale zeros
 
 
+def sparse_engine(made, monkeypatch):
+    import lth.stacked as stacked
+
+    for name in ("SPARSE_FORWARD_BELOW", "SPARSE_GRAD_BELOW", "SPARSE_EVAL_BELOW"):
+        monkeypatch.setattr(stacked, name, 0.2)
+    monkeypatch.setattr(stacked, "SPARSE_MIN_WEIGHTS", 1000)
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    return make_engine(build_model("mlp-100-50", (1, 8, 8), 10), states, [k for _, k in made], "cpu")
+
+
+def test_sparse_layers_are_one_csr_product_for_all_units_equal_to_the_dense_product(digits, monkeypatch):
+    """The block-diagonal CSR forward, the batched SDDMM gradient and the stacked CSR evaluation
+    each cover every unit in one call, and equal the dense masked products unit by unit."""
+    made = [equal_count_unit(s, 0.1) for s in range(3)]
+    eng = sparse_engine(made, monkeypatch)
+    name = "hidden.0.weight"
+    assert eng._block[name].shape == (3 * 100, 3 * 64) and eng._stacked[name].shape == (3 * 100, 64)
+    assert eng._sddmm[name].shape == (3, 100, 64)
+    g = torch.Generator().manual_seed(3)
+    x = digits.train_x[torch.randint(0, digits.train_x.shape[0], (3, 32), generator=g)]
+    y = digits.train_y[torch.randint(0, digits.train_y.shape[0], (3, 32), generator=g)]
+    loss = eng.loss_and_grad(x, y)
+    for i, (m, k) in enumerate(made):
+        m.zero_grad()
+        ref = torch.nn.functional.cross_entropy(m(x[i]), y[i])
+        ref.backward()
+        assert loss[i].item() == pytest.approx(ref.item(), rel=1e-5)
+        for pname, p in m.named_parameters():
+            got = eng._values[pname].grad[i]
+            want = p.grad.flatten()[eng.compact[pname][i]] if pname in eng.compact else p.grad
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        want = torch.stack([m(digits.test_x[:300]) for m, _ in made])
+    torch.testing.assert_close(eng.logits(digits.test_x[:300]), want, rtol=1e-4, atol=1e-5)
+
+
+def test_sparse_evaluation_of_a_unit_does_not_depend_on_its_group(digits, monkeypatch):
+    """Exactly (bitwise): a unit evaluated alone, in a subset, or with its whole group."""
+    made = [equal_count_unit(s, 0.1) for s in range(3)]
+    group = sparse_engine(made, monkeypatch)
+    assert group.sparse_eval
+    x = digits.test_x[:300]
+    full = group.logits(x)
+    for pick in ([1], [2, 0]):
+        torch.testing.assert_close(group.logits(x, units=pick), full[pick], rtol=0, atol=0)
+    for i in range(3):
+        alone = sparse_engine(made[i:i + 1], monkeypatch)
+        torch.testing.assert_close(alone.logits(x), full[i:i + 1], rtol=0, atol=0)
+
+
+def test_sparse_evaluation_goes_in_cache_sized_chunks_with_the_same_results(digits, monkeypatch):
+    import lth.stacked as stacked
+    from lth.batched import _eval_chunks, _evaluate_many
+
+    made = [equal_count_unit(s, 0.1) for s in range(3)]
+    dense_eng = make_engine(build_model("mlp-100-50", (1, 8, 8), 10),
+                            [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made],
+                            [k for _, k in made], "cpu")
+    assert dense_eng.eval_chunk_limit is None
+    eng = sparse_engine(made, monkeypatch)
+    monkeypatch.setattr(stacked, "SPARSE_EVAL_CHUNK", 128)
+    assert eng.eval_chunk_limit == 128
+    x, y = digits.test_x, digits.test_y
+    chunks = _eval_chunks(eng, x, y, 10_000)
+    assert [c[0].shape[0] for c in chunks[:-1]] == [128] * (len(chunks) - 1) and len(chunks) > 2
+    loss, acc = _evaluate_many(eng, chunks)
+    ref_loss, ref_acc = _evaluate_many(dense_eng, _eval_chunks(dense_eng, x, y, 10_000))
+    assert acc == ref_acc
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+
+
 def test_sparse_kernel_path_equals_one_at_a_time(digits, monkeypatch):
     """CSR forward, SDDMM gradient and CSR evaluation of a very sparse first layer (float32) train
     like the dense path, with the dense weights synced lazily for captures and the final state."""

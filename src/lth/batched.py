@@ -60,6 +60,7 @@ def _eval_chunks(engine: Engine, x: torch.Tensor, y: torch.Tensor, batch: int) -
     """A split in evaluation chunks, each with its transposed copy when the engine's first layer
     is a sparse product (made once per training call: the split does not change)."""
     want = engine.wants_transposed_eval_input
+    batch = min(batch, engine.eval_chunk_limit or batch)
     chunks = []
     for i in range(0, x.shape[0], batch):
         xb = x[i: i + batch]

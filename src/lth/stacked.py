@@ -44,17 +44,19 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # masking gradients plus the dense Adam update at ~21% density, and less below.
 COMPACT_BELOW = 0.25
 # Sparse kernels for large compact layers in float32 (LeNet-300-100's 784x300 layer, batch 60, 2 CPU
-# cores; docs/PERFORMANCE.md). Alone, a CSR forward product beats the dense one from about 21%
-# density down and the sampled (SDDMM) weight gradient beats dense-product-plus-gather below about
-# 7-10% (benchmarks/sparse_training.py); inside a whole step (transposes, per-unit calls) the
-# interleaved A/B (benchmarks/sparse_step_ab.py) shows a gain only at a few percent: one unit
-# 1.28 -> 0.95 ms and 15 units 0.91 -> 0.77 ms per network-iteration at 3.5%, but one unit
-# 1.47 -> 1.77 ms at 17%. CSR evaluation of a
-# 10K-image split beats dense below about 9% (16.5 vs 21.4 ms per unit at 6.9%, 24 vs 22 at 10.7%).
+# cores): the forward product as one block-diagonal CSR matrix over all units, the weight gradient
+# at the surviving weights only (batched SDDMM, written in place), and evaluation as one stacked
+# CSR product in 512-image chunks. The interleaved A/B (benchmarks/sparse_step_ab.py, session 7,
+# docs/PERFORMANCE.md) against the dense path: 15 units 0.520 vs 0.557 ms per network-iteration at
+# 21%, 0.362 vs 0.494 at 10.7%, 0.249 vs 0.454 at 2.8%; one unit 0.944 vs 1.013 at 21%; at 33% the
+# sparse step loses (0.726 vs 0.681). Evaluating 5,000 images with 15 units: 140 vs 200 ms at 21%,
+# 52 vs 196 at 2.8%. (Session 4's per-unit CSR calls only won below ~5%: per-call overhead, not
+# arithmetic, is what a very sparse layer costs.) So every compact large layer takes them.
 # Smaller layers stay dense: their products are cheap and overhead-bound.
-SPARSE_FORWARD_BELOW = 0.05
-SPARSE_GRAD_BELOW = 0.05
-SPARSE_EVAL_BELOW = 0.09
+SPARSE_FORWARD_BELOW = 0.25
+SPARSE_GRAD_BELOW = 0.25
+SPARSE_EVAL_BELOW = 0.25
+SPARSE_EVAL_CHUNK = 512
 SPARSE_MIN_WEIGHTS = 50_000
 
 
@@ -170,6 +172,8 @@ class Engine:
     #: Whether :meth:`logits` wants ``xt``, the evaluation input transposed to [features, M] (a
     #: sparse first layer multiplies it); callers make it once per split, since splits are fixed.
     wants_transposed_eval_input = False
+    #: The most images :meth:`logits` should get at once (None: no limit).
+    eval_chunk_limit: int | None = None
 
     def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None,
                units: Sequence[int] | None = None) -> torch.Tensor:
@@ -278,10 +282,14 @@ class MLPEngine(Engine):
             self._values[k] = v
         self.opt_params = [self._values[k] for k in self.param_names]
         self._lowp = self.compute_dtype != torch.float32
-        # CSR views of the compact values (they alias them, so the optimizer's in-place update is
-        # seen without a copy), per unit, for large very sparse layers in float32
-        self._csr: dict[str, list[torch.Tensor]] = {}
-        self._sddmm: dict[str, list[torch.Tensor]] = {}
+        # CSR tensors over the compact values of large, very sparse layers in float32. They alias
+        # the values (and the gradient), so the optimizer's in-place update is seen without a copy,
+        # and each covers every unit at once: one sparse call per layer and step, not one per unit
+        # (per-call overhead, not arithmetic, is what a very sparse layer costs).
+        self._csr_index: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per unit crow, col
+        self._block: dict[str, torch.Tensor] = {}  # block-diagonal [N*out, N*in]: training forward
+        self._stacked: dict[str, torch.Tensor] = {}  # units stacked [N*out, in]: evaluation
+        self._sddmm: dict[str, torch.Tensor] = {}  # batched [N, out, in] over the gradient values
         self._sparse_fwd: set[str] = set()
         self.sparse_eval: set[str] = set()
         if not self._lowp:
@@ -290,13 +298,12 @@ class MLPEngine(Engine):
                     continue
                 dens = self.compact[name].shape[1] / self.params[name][0].numel()
                 if dens < SPARSE_FORWARD_BELOW:
-                    self._csr[name] = self._csr_views(name, self._values[name])
+                    self._block[name] = self._csr(name, "block", self._values[name])
                     self._sparse_fwd.add(name)
                 if dens < SPARSE_GRAD_BELOW:
-                    self._sddmm[name] = self._csr_views(name, torch.ones_like(self._values[name]))
+                    self._sddmm[name] = self._csr(name, "batched", self._values[name].grad)
                 if dens < SPARSE_EVAL_BELOW:
-                    if name not in self._csr:
-                        self._csr[name] = self._csr_views(name, self._values[name])
+                    self._stacked[name] = self._csr(name, "stacked", self._values[name])
                     self.sparse_eval.add(name)
         # compact layers whose dense float32 weights are brought up to date only when read (by
         # unit_state or evaluation): all of them in bf16 (the products use bf16 copies), and in
@@ -332,20 +339,66 @@ class MLPEngine(Engine):
         else:
             dense.view(self.n_units, -1).scatter_(1, self.compact[name], values)
 
-    def _csr_views(self, name: str, values: torch.Tensor) -> list[torch.Tensor]:
+    def _csr(self, name: str, layout: str, values: torch.Tensor) -> torch.Tensor:
+        """A CSR tensor of every unit's surviving weights of layer ``name`` whose values alias
+        ``values`` ([N, nnz], in the compact order, which is CSR order). ``layout``:
+
+        * ``"batched"``: [N, out, in], one matrix per unit (what the batched SDDMM kernel takes);
+        * ``"block"``: the units' matrices on the diagonal of one [N*out, N*in] matrix, so one
+          product multiplies each unit's weights with its own inputs stacked as [N*in, B];
+        * ``"stacked"``: the units' matrices one above the other, [N*out, in], so one product
+          multiplies every unit's weights with one shared input (evaluation).
+        """
+        n = self.n_units
         out_f, in_f = self.params[name].shape[1:]
-        idx = self.compact[name]
-        rows, cols = idx // in_f, idx % in_f
-        bounds = torch.arange(out_f + 1, device=idx.device)
+        if name not in self._csr_index:
+            idx = self.compact[name]
+            rows = idx // in_f
+            bounds = torch.arange(out_f + 1, device=idx.device)
+            crow = torch.stack([torch.searchsorted(rows[i], bounds) for i in range(n)])
+            # int32 indices: MKL's 32-bit kernels (64-bit ones are ~5% slower, lth.sparse)
+            self._csr_index[name] = (crow.to(torch.int32), (idx % in_f).to(torch.int32))
+        crow, col = self._csr_index[name]
+        nnz = col.shape[1]
+        unit = torch.arange(n, dtype=torch.int32, device=col.device).unsqueeze(1)
+        if layout == "batched":
+            crow_, col_, shape = crow, col, (n, out_f, in_f)
+        else:
+            crow_ = torch.cat([crow[:1, :1], (crow[:, 1:] + unit * nnz).reshape(1, -1)], 1).view(-1)
+            if layout == "block":
+                col_, shape = (col + unit * in_f).view(-1), (n * out_f, n * in_f)
+            else:
+                col_, shape = col.reshape(-1), (n * out_f, in_f)
         with warnings.catch_warnings():  # "CSR support is in beta": we test what we use
             warnings.simplefilter("ignore", UserWarning)
-            return [torch.sparse_csr_tensor(torch.searchsorted(rows[i], bounds), cols[i], values[i],
-                                            (out_f, in_f), check_invariants=False)
-                    for i in range(self.n_units)]
+            t = torch.sparse_csr_tensor(crow_, col_, values if layout == "batched" else values.view(-1),
+                                        shape, check_invariants=False)
+        assert t.values().data_ptr() == values.data_ptr(), "the CSR tensor must alias the values"
+        return t
+
+    def _stacked_subset(self, name: str, sel: torch.Tensor) -> torch.Tensor:
+        """The ``"stacked"`` CSR of just the units ``sel`` (their values copied: a few per test
+        evaluation under ``--test-eval best``)."""
+        crow, col = self._csr_index[name]
+        out_f, in_f = self.params[name].shape[1:]
+        k, nnz = int(sel.numel()), col.shape[1]
+        offset = torch.arange(k, dtype=torch.int32, device=col.device).unsqueeze(1) * nnz
+        crow_ = torch.cat([crow[:1, :1], (crow.index_select(0, sel)[:, 1:] + offset).reshape(1, -1)], 1).view(-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow_, col.index_select(0, sel).reshape(-1),
+                                           self._values[name].index_select(0, sel).reshape(-1),
+                                           (k * out_f, in_f), check_invariants=False)
 
     @property
     def wants_transposed_eval_input(self) -> bool:  # type: ignore[override]
         return self._wname[0] in self.sparse_eval
+
+    @property
+    def eval_chunk_limit(self) -> int | None:  # type: ignore[override]
+        # A CSR product reads a row of the transposed input per surviving weight; 512 images keep
+        # those rows (784 x 512 floats) in cache: 2x faster than 5,000 at once (docs/PERFORMANCE.md).
+        return SPARSE_EVAL_CHUNK if self._wname[0] in self.sparse_eval else None
 
     @torch.no_grad()
     def _sync(self) -> None:
@@ -384,12 +437,14 @@ class MLPEngine(Engine):
         n, b = x.shape[0], x.shape[1]
         cw, cb = self._cw, self._cb
         acts = [x.reshape(n, b, -1).to(self.compute_dtype)]
+        transposed: dict[int, torch.Tensor] = {}  # layer -> its input as [N, in, B] (sparse layers)
         for layer, (w, bias) in enumerate(zip(cw[:-1], cb[:-1])):
-            if self._wname[layer] in self._sparse_fwd:
-                csr = self._csr[self._wname[layer]]
-                at = acts[-1].transpose(1, 2).contiguous()  # [N, in, B]
-                h = torch.stack([torch.addmm(bias[i].unsqueeze(1), csr[i], at[i]) for i in range(n)])
-                acts.append(h.transpose(1, 2).relu_())
+            name = self._wname[layer]
+            if name in self._sparse_fwd:
+                # all units in one product: block-diagonal weights [N*out, N*in] @ inputs [N*in, B]
+                at = transposed[layer] = acts[-1].transpose(1, 2).contiguous()  # [N, in, B]
+                h = torch.addmm(bias.reshape(-1, 1), self._block[name], at.view(-1, b))  # [N*out, B]
+                acts.append(h.view(n, -1, b).transpose(1, 2).contiguous().relu_())
             else:
                 acts.append(torch.baddbmm(bias.unsqueeze(1), acts[-1], w.transpose(1, 2)).relu_())
         out = torch.baddbmm(cb[-1].unsqueeze(1), acts[-1], cw[-1].transpose(1, 2)).float()
@@ -404,9 +459,13 @@ class MLPEngine(Engine):
             a = acts[layer]
             vg = self._values[name].grad
             if name in self._sddmm:
-                dt = d.transpose(1, 2).contiguous()  # [N, out, B]
-                for i in range(n):  # the gradient at the surviving weights only
-                    vg[i].copy_(torch.sparse.sampled_addmm(self._sddmm[name][i], dt[i], a[i], beta=0.0).values())
+                # the gradient at the surviving weights only, every unit in one call, written
+                # straight into the compact gradient (the CSR tensor aliases it). The kernel takes
+                # its second factor transposed: [N, in, B], which the sparse forward made already.
+                at = transposed.get(layer)
+                at = a.transpose(1, 2).contiguous() if at is None else at
+                g = self._sddmm[name]
+                torch.sparse.sampled_addmm(g, d.transpose(1, 2), at.transpose(1, 2), beta=0.0, out=g)
             elif name in self.compact:
                 g = torch.bmm(d.transpose(1, 2), a, out=self._wgrad[name]).view(n, -1)
                 if self._lowp:
@@ -433,14 +492,18 @@ class MLPEngine(Engine):
         sel = self._unit_index(units)
         order = range(self.n_units) if units is None else list(units)
         cw, cb = self._cw, self._cb
-        # The first layer unit by unit: each is a large GEMM already, and a unit's numbers then do
-        # not depend on which other units share its group (a crash-split group resumes exactly).
+        # The first layer unit by unit when dense (each is a large GEMM already), all units in one
+        # product when sparse (a CSR row holds one unit's weights of one neuron). Either way a
+        # unit's numbers do not depend on which other units share its group, so a crash-split
+        # group resumes exactly (tests/test_batched.py).
         self._sync()
         if self._wname[0] in self.sparse_eval:
             if xt is None:
                 xt = x.reshape(m, -1).t().contiguous()
-            csr = self._csr[self._wname[0]]
-            h = torch.stack([torch.addmm(cb[0][i].unsqueeze(1), csr[i], xt).t() for i in order])
+            name = self._wname[0]
+            csr = self._stacked[name] if sel is None else self._stacked_subset(name, sel)
+            bias = cb[0] if sel is None else cb[0][sel]
+            h = torch.addmm(bias.reshape(-1, 1), csr, xt).view(len(order), -1, m).transpose(1, 2)
         else:
             xm = x.reshape(m, -1).to(self.compute_dtype)
             h = torch.stack([torch.addmm(cb[0][i], xm, cw[0][i].t()) for i in order])
