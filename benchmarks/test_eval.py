@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scratch", type=Path, default=Path("bench_out/test_eval_scratch"))
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--results", default="benchmarks/results")
+    ap.add_argument("--name", default="test_eval", help="results file name (NAME.json, NAME.md)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"- level {level}: best takes {by[(level, 'best')] / by[(level, 'every')]:.2f} of "
                          f"every's time ({by[(level, 'every')] / by[(level, 'best')]:.2f}x faster)")
     lines.append("")
-    write_results(args.results, "test_eval", result, "\n".join(lines))
+    write_results(args.results, args.name, result, "\n".join(lines))
     return 0
 
 
