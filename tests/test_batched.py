@@ -304,7 +304,7 @@ def test_sparse_evaluation_goes_in_cache_sized_chunks_with_the_same_results(digi
     dense_eng = make_engine(build_model("mlp-100-50", (1, 8, 8), 10),
                             [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made],
                             [k for _, k in made], "cpu")
-    assert dense_eng.eval_chunk_limit is None
+    assert dense_eng.eval_chunk_limit == stacked.DENSE_EVAL_CHUNK
     eng = sparse_engine(made, monkeypatch)
     monkeypatch.setattr(stacked, "SPARSE_EVAL_CHUNK", 128)
     assert eng.eval_chunk_limit == 128

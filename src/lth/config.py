@@ -207,7 +207,9 @@ class RuntimeConfig:
     device: str = "cpu"
     checkpoint_every: int = 1000  # iterations between resumable checkpoints
     threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default
-    eval_batch_size: int = 10_000  # examples per forward pass when evaluating a whole split
+    # examples per forward pass when evaluating a whole split (at most; the MLP engine takes 1,000 or,
+    # with a sparse first layer, 512 at a time, which is faster: lth.stacked.MLPEngine.eval_chunk_limit)
+    eval_batch_size: int = 10_000
     deterministic: bool = False  # torch.use_deterministic_algorithms (matters on CUDA only)
     # Units of a level trained together as one vectorised computation; 0 = choose automatically
     # (all of a level's units for models without BatchNorm/dropout, else 1), 1 = one at a time.

@@ -57,6 +57,7 @@ SPARSE_FORWARD_BELOW = 0.25
 SPARSE_GRAD_BELOW = 0.25
 SPARSE_EVAL_BELOW = 0.25
 SPARSE_EVAL_CHUNK = 512
+DENSE_EVAL_CHUNK = 1000
 SPARSE_MIN_WEIGHTS = 50_000
 
 
@@ -397,8 +398,10 @@ class MLPEngine(Engine):
     @property
     def eval_chunk_limit(self) -> int | None:  # type: ignore[override]
         # A CSR product reads a row of the transposed input per surviving weight; 512 images keep
-        # those rows (784 x 512 floats) in cache: 2x faster than 5,000 at once (docs/PERFORMANCE.md).
-        return SPARSE_EVAL_CHUNK if self._wname[0] in self.sparse_eval else None
+        # those rows (784 x 512 floats) in cache: 2x faster than 5,000 at once. Dense, 1,000 images
+        # keep the [N, M, 300] activations small: 15 real level-2 LeNets evaluate the 5,000-image
+        # validation split in 199 ms instead of 284 in one chunk (docs/PERFORMANCE.md).
+        return SPARSE_EVAL_CHUNK if self._wname[0] in self.sparse_eval else DENSE_EVAL_CHUNK
 
     @torch.no_grad()
     def _sync(self) -> None:
