@@ -25,17 +25,27 @@ from lth.config import TrainConfig
 from lth.train import make_optimizer
 
 
-def stepper(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.Tensor):
-    saved = st.SPARSE_FORWARD_BELOW, st.SPARSE_GRAD_BELOW, st.COMPACT_BELOW
-    st.SPARSE_FORWARD_BELOW = st.SPARSE_GRAD_BELOW = 1.0 if sparse else 0.0
-    if sparse:  # the sparse kernels work on compact layers; the dense arm keeps the default choice
+def engine_with(n_units: int, levels: int, sparse: bool, kernels: tuple[str, ...]) -> st.MLPEngine:
+    """``n_units`` LeNets pruned ``levels`` times, in an engine with the ``lth.stacked`` thresholds
+    named in ``kernels`` forced on (sparse) or off. The sparse kernels work on compact layers, so
+    the sparse arm makes every masked layer compact; the dense arm keeps the default choice."""
+    names = (*kernels, "COMPACT_BELOW")
+    saved = {k: getattr(st, k) for k in names}
+    for k in kernels:
+        setattr(st, k, 1.0 if sparse else 0.0)
+    if sparse:
         st.COMPACT_BELOW = 1.0
     try:
         units = [sparse_lenet(100 + i, levels) for i in range(n_units)]
-        engine = st.MLPEngine(units[0][0], [{k: v.detach().clone() for k, v in m.state_dict().items()}
-                                            for m, _ in units], [k for _, k in units], "cpu", "fp32")
+        return st.MLPEngine(units[0][0], [{k: v.detach().clone() for k, v in m.state_dict().items()}
+                                          for m, _ in units], [k for _, k in units], "cpu", "fp32")
     finally:
-        st.SPARSE_FORWARD_BELOW, st.SPARSE_GRAD_BELOW, st.COMPACT_BELOW = saved
+        for k, v in saved.items():
+            setattr(st, k, v)
+
+
+def stepper(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.Tensor):
+    engine = engine_with(n_units, levels, sparse, ("SPARSE_FORWARD_BELOW", "SPARSE_GRAD_BELOW"))
     assert bool(engine._sparse_fwd) == sparse
     opt = make_optimizer(engine.opt_params, TrainConfig(lr=1.2e-3, batch_size=60))
     g = torch.Generator().manual_seed(0)
@@ -55,16 +65,7 @@ def stepper(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.T
 def evaluator(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.Tensor):
     """One evaluation pass over (x, y) of ``n_units`` units, the first layer as one stacked CSR
     product (A) or as dense per-unit products (B)."""
-    saved = st.SPARSE_EVAL_BELOW, st.COMPACT_BELOW
-    st.SPARSE_EVAL_BELOW = 1.0 if sparse else 0.0
-    if sparse:
-        st.COMPACT_BELOW = 1.0
-    try:
-        units = [sparse_lenet(100 + i, levels) for i in range(n_units)]
-        engine = st.MLPEngine(units[0][0], [{k: v.detach().clone() for k, v in m.state_dict().items()}
-                                            for m, _ in units], [k for _, k in units], "cpu", "fp32")
-    finally:
-        st.SPARSE_EVAL_BELOW, st.COMPACT_BELOW = saved
+    engine = engine_with(n_units, levels, sparse, ("SPARSE_EVAL_BELOW",))
     assert bool(engine.sparse_eval) == sparse
     chunks = _eval_chunks(engine, x, y, 10_000)
 

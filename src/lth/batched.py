@@ -57,7 +57,8 @@ class UnitInput:
 
 
 def _eval_chunks(engine: Engine, x: torch.Tensor, y: torch.Tensor, batch: int) -> list[tuple]:
-    """A split in evaluation chunks, each with its transposed copy when the engine's first layer
+    """A split in evaluation chunks of at most ``batch`` images (fewer where the engine asks:
+    :attr:`Engine.eval_chunk_limit`), each with its transposed copy when the engine's first layer
     is a sparse product (made once per training call: the split does not change)."""
     want = engine.wants_transposed_eval_input
     batch = min(batch, engine.eval_chunk_limit or batch)

@@ -340,9 +340,10 @@ class MLPEngine(Engine):
         else:
             dense.view(self.n_units, -1).scatter_(1, self.compact[name], values)
 
-    def _csr(self, name: str, layout: str, values: torch.Tensor) -> torch.Tensor:
-        """A CSR tensor of every unit's surviving weights of layer ``name`` whose values alias
-        ``values`` ([N, nnz], in the compact order, which is CSR order). ``layout``:
+    def _csr(self, name: str, layout: str, values: torch.Tensor, units: torch.Tensor | None = None) -> torch.Tensor:
+        """A CSR tensor of the surviving weights of layer ``name`` of every unit (or of the units
+        listed in ``units``) whose values alias ``values`` ([units, nnz], in the compact order,
+        which is CSR order). ``layout``:
 
         * ``"batched"``: [N, out, in], one matrix per unit (what the batched SDDMM kernel takes);
         * ``"block"``: the units' matrices on the diagonal of one [N*out, N*in] matrix, so one
@@ -350,17 +351,18 @@ class MLPEngine(Engine):
         * ``"stacked"``: the units' matrices one above the other, [N*out, in], so one product
           multiplies every unit's weights with one shared input (evaluation).
         """
-        n = self.n_units
         out_f, in_f = self.params[name].shape[1:]
         if name not in self._csr_index:
             idx = self.compact[name]
             rows = idx // in_f
             bounds = torch.arange(out_f + 1, device=idx.device)
-            crow = torch.stack([torch.searchsorted(rows[i], bounds) for i in range(n)])
+            crow = torch.stack([torch.searchsorted(rows[i], bounds) for i in range(self.n_units)])
             # int32 indices: MKL's 32-bit kernels (64-bit ones are ~5% slower, lth.sparse)
             self._csr_index[name] = (crow.to(torch.int32), (idx % in_f).to(torch.int32))
         crow, col = self._csr_index[name]
-        nnz = col.shape[1]
+        if units is not None:
+            crow, col = crow.index_select(0, units), col.index_select(0, units)
+        n, nnz = col.shape
         unit = torch.arange(n, dtype=torch.int32, device=col.device).unsqueeze(1)
         if layout == "batched":
             crow_, col_, shape = crow, col, (n, out_f, in_f)
@@ -376,20 +378,6 @@ class MLPEngine(Engine):
                                         shape, check_invariants=False)
         assert t.values().data_ptr() == values.data_ptr(), "the CSR tensor must alias the values"
         return t
-
-    def _stacked_subset(self, name: str, sel: torch.Tensor) -> torch.Tensor:
-        """The ``"stacked"`` CSR of just the units ``sel`` (their values copied: a few per test
-        evaluation under ``--test-eval best``)."""
-        crow, col = self._csr_index[name]
-        out_f, in_f = self.params[name].shape[1:]
-        k, nnz = int(sel.numel()), col.shape[1]
-        offset = torch.arange(k, dtype=torch.int32, device=col.device).unsqueeze(1) * nnz
-        crow_ = torch.cat([crow[:1, :1], (crow.index_select(0, sel)[:, 1:] + offset).reshape(1, -1)], 1).view(-1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(crow_, col.index_select(0, sel).reshape(-1),
-                                           self._values[name].index_select(0, sel).reshape(-1),
-                                           (k * out_f, in_f), check_invariants=False)
 
     @property
     def wants_transposed_eval_input(self) -> bool:  # type: ignore[override]
@@ -504,7 +492,8 @@ class MLPEngine(Engine):
             if xt is None:
                 xt = x.reshape(m, -1).t().contiguous()
             name = self._wname[0]
-            csr = self._stacked[name] if sel is None else self._stacked_subset(name, sel)
+            csr = (self._stacked[name] if sel is None else  # a few units' values, copied
+                   self._csr(name, "stacked", self._values[name].index_select(0, sel), sel))
             bias = cb[0] if sel is None else cb[0][sel]
             h = torch.addmm(bias.reshape(-1, 1), csr, xt).view(len(order), -1, m).transpose(1, 2)
         else:
