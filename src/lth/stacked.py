@@ -316,7 +316,7 @@ class MLPEngine(Engine):
         # the gradient directly, unmasked layers in float32, and where SDDMM computes only the
         # surviving entries)
         self._wgrad = {k: torch.empty_like(self.params[k], dtype=self.compute_dtype) for k in self._wname
-                       if k not in self._sddmm and not (k in self._unmasked and not self._lowp)}
+                       if k not in self._sddmm and (self._lowp or k in self.compact)}
         if self._lowp:
             self._cw = [w.to(self.compute_dtype) for w in self.weights]
             self._cb = [b.to(self.compute_dtype) for b in self.biases]
@@ -468,9 +468,12 @@ class MLPEngine(Engine):
                     vg.copy_(torch.bmm(d.transpose(1, 2), a, out=self._wgrad[name]))
                 else:
                     torch.bmm(d.transpose(1, 2), a, out=vg)
-            else:
+            elif self._lowp:
                 g = torch.bmm(d.transpose(1, 2), a, out=self._wgrad[name])
                 torch.mul(g, self.masks[name], out=vg)
+            else:
+                # in place: a separate product buffer costs 0.25 ms a step more (15 LeNet units)
+                torch.bmm(d.transpose(1, 2), a, out=vg).mul_(self.masks[name])
             torch.sum(d, 1, dtype=torch.float32, out=self.biases[layer].grad)
             if layer > 0:
                 d = torch.ops.aten.threshold_backward(torch.bmm(d, cw[layer]), a, 0)
