@@ -51,7 +51,9 @@ COMPACT_BELOW = 0.25
 # 21%, 0.362 vs 0.494 at 10.7%, 0.249 vs 0.454 at 2.8%; one unit 0.944 vs 1.013 at 21%; at 33% the
 # sparse step loses (0.726 vs 0.681). Evaluating 5,000 images with 15 units: 140 vs 200 ms at 21%,
 # 52 vs 196 at 2.8%. (Session 4's per-unit CSR calls only won below ~5%: per-call overhead, not
-# arithmetic, is what a very sparse layer costs.) So every compact large layer takes them.
+# arithmetic, is what a very sparse layer costs.) So every compact large layer takes them. Session 8
+# made the dense path's gradient masking in place; rerun at 15 units, the dense path then wins at
+# 26.2% too (0.601 vs 0.618) and at 32.8% (0.602 vs 0.706), so the thresholds stay at 25%.
 # Smaller layers stay dense: their products are cheap and overhead-bound.
 SPARSE_FORWARD_BELOW = 0.25
 SPARSE_GRAD_BELOW = 0.25
