@@ -314,9 +314,10 @@ class MLPEngine(Engine):
         self._lazy = (set(self.compact) if self._lowp
                       else {k for k in self._sparse_fwd if k == self._wname[0]})
         self._stale = False
-        # dense weight-gradient buffers in the compute dtype (unneeded where the product writes
-        # the gradient directly, unmasked layers in float32, and where SDDMM computes only the
-        # surviving entries)
+        # dense weight-gradient buffers in the compute dtype, for the products whose result is not
+        # the gradient itself: every layer in bf16 (the gradient is float32), compact layers (the
+        # product is then gathered), except where SDDMM computes only the surviving entries. A
+        # float32 dense layer, masked or not, has its product written into the gradient.
         self._wgrad = {k: torch.empty_like(self.params[k], dtype=self.compute_dtype) for k in self._wname
                        if k not in self._sddmm and (self._lowp or k in self.compact)}
         if self._lowp:
@@ -474,7 +475,8 @@ class MLPEngine(Engine):
                 g = torch.bmm(d.transpose(1, 2), a, out=self._wgrad[name])
                 torch.mul(g, self.masks[name], out=vg)
             else:
-                # in place: a separate product buffer costs 0.25 ms a step more (15 LeNet units)
+                # in place: a separate product buffer cost ~1 ms a step more on 15 real level-2
+                # LeNets (0.25 ms in isolation: the gain is cache; benchmarks/level_step.py)
                 torch.bmm(d.transpose(1, 2), a, out=vg).mul_(self.masks[name])
             torch.sum(d, 1, dtype=torch.float32, out=self.biases[layer].grad)
             if layer > 0:

@@ -1,0 +1,91 @@
+"""Training-step and validation-pass time of one real IMP level's units, batched as ``lth run``
+trains them (``lth.stacked.MLPEngine``, float32, denormals flushed).
+
+Loads every trial's final weights and mask of level L from a finished LeNet-300-100 run (one
+unit per branch), so the step sees the run's real densities and real late-training values, then
+times ``steps`` training steps on real MNIST batches and the 5,000-image validation pass.
+``--profile`` adds PyTorch's profiler table per operator and input shape. It prints only: it is
+the profiling tool behind the per-step numbers in docs/PERFORMANCE.md ("Session 8").
+
+    python benchmarks/level_step.py --run-dir bench_out/fig_s8/lenet300-mnist-fc00979ad0 \\
+        --data-dir ../shared/datasets --level 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from common import machine_info
+
+from lth.batched import _eval_chunks, _evaluate_many
+from lth.config import TrainConfig
+from lth.data import load_splits
+from lth.models import build_model
+from lth.stacked import MLPEngine
+from lth.train import denormals_flushed, make_optimizer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", required=True, help="a finished LeNet-300-100 MNIST run directory")
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--level", type=int, required=True)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", action="store_true", help="print the profiler table of 100 steps")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    run = Path(args.run_dir)
+    states, masks = [], []
+    for trial in sorted(run.glob("trial_*")):
+        level = trial / f"level_{args.level}"
+        mask = torch.load(level / "mask.pt", weights_only=True)
+        for unit in sorted(p for p in level.iterdir() if (p / "final.pt").exists()):
+            states.append(torch.load(unit / "final.pt", weights_only=True))
+            masks.append(mask)
+    if not states:
+        raise SystemExit(f"no finished units of level {args.level} under {run}: choose a finished level")
+    n = len(states)
+    sp = load_splits("mnist", args.data_dir, val_size=5000, split_seed=0, download=False)
+    cfg = TrainConfig()
+    eng = MLPEngine(build_model("lenet300", (1, 28, 28), 10), states, masks, "cpu")
+    opt = make_optimizer(eng.opt_params, cfg)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, sp.train_x.shape[0], (n * cfg.batch_size,), generator=gen)
+               for _ in range(args.steps)]
+
+    def train(k: int) -> None:
+        for i in range(k):
+            flat = batches[i % args.steps]
+            xb = sp.train_x.index_select(0, flat).view(n, cfg.batch_size, *sp.train_x.shape[1:])
+            eng.loss_and_grad(xb, sp.train_y.index_select(0, flat).view(n, cfg.batch_size))
+            opt.step()
+            eng.after_step()
+
+    print(machine_info())
+    with denormals_flushed(True):
+        train(30)  # warm-up: optimizer state, allocator, caches
+        t = time.perf_counter()
+        train(args.steps)
+        dt = (time.perf_counter() - t) / args.steps
+        print(f"level {args.level}, {n} units: step {dt * 1e3:.2f} ms ({dt / n * 1e3:.3f} ms per "
+              f"network-iteration); compact layers {sorted(eng.compact)}, sparse forward {sorted(eng._sparse_fwd)}")
+        chunks = _eval_chunks(eng, sp.val_x, sp.val_y, 10_000)
+        _evaluate_many(eng, chunks)
+        t = time.perf_counter()
+        for _ in range(5):
+            _evaluate_many(eng, chunks)
+        print(f"validation pass (5,000 images, {n} units): {(time.perf_counter() - t) / 5 * 1e3:.1f} ms")
+        if args.profile:
+            from torch.profiler import profile
+            with profile(record_shapes=True) as p:
+                train(100)
+            print(p.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+if __name__ == "__main__":
+    main()
