@@ -4,7 +4,9 @@ One training step of LeNet-300-100 units (batch 60, Adam, float32) on ``lth.stac
 with the first layer's CSR forward + SDDMM gradient forced on (A) or off (B), at several IMP
 levels, 1 and 15 units. The two arms' loops are interleaved and the best of 5 is kept. The data
 are random stand-ins (this times the step; it trains nothing). The thresholds
-``lth.stacked.SPARSE_FORWARD_BELOW`` / ``SPARSE_GRAD_BELOW`` are chosen from this.
+``lth.stacked.SPARSE_FORWARD_BELOW`` comes from this; the gradient thresholds
+(``SPARSE_GRAD_BELOW``, ``SPARSE_GRAD_BELOW_ONE_UNIT``) from ``benchmarks/level_step.py
+--ab-gradient`` on real levels (session 9).
 
     python benchmarks/sparse_step_ab.py --threads 2
 """
@@ -45,8 +47,9 @@ def engine_with(n_units: int, levels: int, sparse: bool, kernels: tuple[str, ...
 
 
 def stepper(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.Tensor):
-    engine = engine_with(n_units, levels, sparse, ("SPARSE_FORWARD_BELOW", "SPARSE_GRAD_BELOW"))
-    assert bool(engine._sparse_fwd) == sparse
+    engine = engine_with(n_units, levels, sparse,
+                         ("SPARSE_FORWARD_BELOW", "SPARSE_GRAD_BELOW", "SPARSE_GRAD_BELOW_ONE_UNIT"))
+    assert bool(engine._sparse_fwd) == sparse and bool(engine._sddmm) == sparse
     opt = make_optimizer(engine.opt_params, TrainConfig(lr=1.2e-3, batch_size=60))
     g = torch.Generator().manual_seed(0)
     perm = torch.stack([torch.randperm(x.shape[0], generator=g) for _ in range(n_units)])

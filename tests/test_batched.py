@@ -246,24 +246,32 @@ def test_bf16_compact_path_equals_bf16_masked_dense_path(digits, monkeypatch):
             assert torch.count_nonzero(cap_c[i][name][keep]) > 0  # the capture is not stale zeros
 
 
-def sparse_engine(made, monkeypatch):
+def sparse_engine(made, monkeypatch, grad_below=0.2):
     import lth.stacked as stacked
 
-    for name in ("SPARSE_FORWARD_BELOW", "SPARSE_GRAD_BELOW", "SPARSE_EVAL_BELOW"):
+    for name in ("SPARSE_FORWARD_BELOW", "SPARSE_EVAL_BELOW"):
         monkeypatch.setattr(stacked, name, 0.2)
+    for name in ("SPARSE_GRAD_BELOW", "SPARSE_GRAD_BELOW_ONE_UNIT"):
+        monkeypatch.setattr(stacked, name, grad_below)
     monkeypatch.setattr(stacked, "SPARSE_MIN_WEIGHTS", 1000)
     states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
     return make_engine(build_model("mlp-100-50", (1, 8, 8), 10), states, [k for _, k in made], "cpu")
 
 
-def test_sparse_layers_are_one_csr_product_for_all_units_equal_to_the_dense_product(digits, monkeypatch):
-    """The block-diagonal CSR forward, the batched SDDMM gradient and the stacked CSR evaluation
-    each cover every unit in one call, and equal the dense masked products unit by unit."""
+@pytest.mark.parametrize("gradient", ["sddmm", "dense product gathered"])
+def test_sparse_layers_are_one_csr_product_for_all_units_equal_to_the_dense_product(digits, monkeypatch, gradient):
+    """The block-diagonal CSR forward, the weight gradient (the batched SDDMM, or the dense batched
+    product gathered at the surviving weights: the faster one for groups between 10% and 25%) and
+    the stacked CSR evaluation each cover every unit in one call, and equal the dense masked
+    products unit by unit."""
     made = [equal_count_unit(s, 0.1) for s in range(3)]
-    eng = sparse_engine(made, monkeypatch)
+    eng = sparse_engine(made, monkeypatch, grad_below=0.2 if gradient == "sddmm" else 0.05)
     name = "hidden.0.weight"
     assert eng._block[name].shape == (3 * 100, 3 * 64) and eng._stacked[name].shape == (3 * 100, 64)
-    assert eng._sddmm[name].shape == (3, 100, 64)
+    if gradient == "sddmm":
+        assert eng._sddmm[name].shape == (3, 100, 64) and name not in eng._wgrad
+    else:
+        assert name in eng._sparse_fwd and not eng._sddmm and eng._wgrad[name].shape == (3, 100, 64)
     g = torch.Generator().manual_seed(3)
     x = digits.train_x[torch.randint(0, digits.train_x.shape[0], (3, 32), generator=g)]
     y = digits.train_y[torch.randint(0, digits.train_y.shape[0], (3, 32), generator=g)]
@@ -280,6 +288,23 @@ def test_sparse_layers_are_one_csr_product_for_all_units_equal_to_the_dense_prod
     with torch.no_grad():
         want = torch.stack([m(digits.test_x[:300]) for m, _ in made])
     torch.testing.assert_close(eng.logits(digits.test_x[:300]), want, rtol=1e-4, atol=1e-5)
+
+
+def test_groups_take_the_dense_gradient_between_10_and_25_percent_and_one_unit_the_sddmm(monkeypatch):
+    """The measured rule (lth.stacked, session 9): at 15% a group's first-layer weight gradient is one
+    dense batched product gathered at the surviving weights, one unit's the SDDMM; below 10% both
+    take the SDDMM. The CSR forward is used in every case."""
+    import lth.stacked as stacked
+
+    monkeypatch.setattr(stacked, "SPARSE_MIN_WEIGHTS", 1000)
+    name = "hidden.0.weight"
+    for keep, n, sddmm in ((0.15, 3, False), (0.15, 1, True), (0.08, 3, True), (0.08, 1, True)):
+        made = [equal_count_unit(s, keep) for s in range(n)]
+        eng = make_engine(build_model("mlp-100-50", (1, 8, 8), 10),
+                          [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made],
+                          [k for _, k in made], "cpu")
+        assert name in eng._sparse_fwd, (keep, n)
+        assert (name in eng._sddmm) == sddmm and (name in eng._wgrad) != sddmm, (keep, n)
 
 
 def test_sparse_evaluation_of_a_unit_does_not_depend_on_its_group(digits, monkeypatch):

@@ -55,8 +55,16 @@ COMPACT_BELOW = 0.25
 # made the dense path's gradient masking in place; rerun at 15 units, the dense path then wins at
 # 26.2% too (0.601 vs 0.618) and at 32.8% (0.602 vs 0.706), so the thresholds stay at 25%.
 # Smaller layers stay dense: their products are cheap and overhead-bound.
+# Session 9 timed a mixed arm too: the CSR forward, with the weight gradient as one dense batched
+# product gathered at the surviving weights. On real figure levels (benchmarks/level_step.py
+# --ab-gradient, 15 units, ms a step) it beats the SDDMM down to ~11%: 7.1 vs 8.6-9.0 at 21%,
+# 6.2-6.3 vs 7.1-7.4 at 16.8%, 6.2 vs 6.3-6.5 at 13.4%, a tie at 10.7%, and loses at 8.6% (5.5 vs
+# 5.2). torch's SDDMM takes the units one after another at ~8 ns a surviving weight per core; the
+# dense product runs at the GEMM peak. Three units gain too (1.7 vs 1.9 at 16.8%), but one unit
+# alone does not (0.90 vs 0.91 at 21%, 0.83 vs 0.79 at 13.4%), so it keeps the SDDMM from 25%.
 SPARSE_FORWARD_BELOW = 0.25
-SPARSE_GRAD_BELOW = 0.25
+SPARSE_GRAD_BELOW = 0.10
+SPARSE_GRAD_BELOW_ONE_UNIT = 0.25
 SPARSE_EVAL_BELOW = 0.25
 SPARSE_EVAL_CHUNK = 512
 DENSE_EVAL_CHUNK = 1000
@@ -303,7 +311,7 @@ class MLPEngine(Engine):
                 if dens < SPARSE_FORWARD_BELOW:
                     self._block[name] = self._csr(name, "block", self._values[name])
                     self._sparse_fwd.add(name)
-                if dens < SPARSE_GRAD_BELOW:
+                if dens < (SPARSE_GRAD_BELOW_ONE_UNIT if n == 1 else SPARSE_GRAD_BELOW):
                     self._sddmm[name] = self._csr(name, "batched", self._values[name].grad)
                 if dens < SPARSE_EVAL_BELOW:
                     self._stacked[name] = self._csr(name, "stacked", self._values[name])
