@@ -321,6 +321,44 @@ def test_sparse_evaluation_of_a_unit_does_not_depend_on_its_group(digits, monkey
         torch.testing.assert_close(alone.logits(x), full[i:i + 1], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dense_evaluation_of_a_lenet_does_not_depend_on_its_group(shared_data, threads):
+    """Exactly (bitwise), at LeNet-300-100's real sizes on real MNIST: the first layer of every unit
+    is one wide GEMM, and a unit's outputs are the same alone, in a subset, or in a group of 15,
+    and equal to its own model's (one unit's GEMM is the model's own product)."""
+    sp = load_splits("mnist", shared_data, val_size=1000, split_seed=0, download=False)
+    x = sp.val_x
+    made = []
+    for s in range(15):
+        m = build_model("lenet300", (1, 28, 28), 10)
+        initialize(m, torch.Generator().manual_seed(s))
+        g = torch.Generator().manual_seed(100 + s)
+        mask = {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in m.named_parameters() if n.endswith("weight")}
+        apply_mask_(m, mask)
+        made.append((m, mask))
+
+    def engine(models):
+        return make_engine(build_model("lenet300", (1, 28, 28), 10),
+                           [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in models],
+                           [k for _, k in models], "cpu")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        group = engine(made)
+        assert not group.sparse_eval
+        full = group.logits(x)
+        for pick in ([4], [14, 0, 7], list(range(9))):
+            torch.testing.assert_close(group.logits(x, units=pick), full[pick], rtol=0, atol=0)
+        for i in (0, 13):
+            torch.testing.assert_close(engine(made[i:i + 1]).logits(x), full[i:i + 1], rtol=0, atol=0)
+        with torch.no_grad():
+            want = torch.stack([m(x) for m, _ in made])
+        torch.testing.assert_close(full, want, rtol=1e-5, atol=1e-5)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_sparse_evaluation_goes_in_cache_sized_chunks_with_the_same_results(digits, monkeypatch):
     import lth.stacked as stacked
     from lth.batched import _eval_chunks, _evaluate_many
