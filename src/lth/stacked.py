@@ -15,9 +15,9 @@ matrix products forward, an explicit backward pass (no autograd graph, no per-un
 gradient w.r.t. the data), and batched evaluation (the first layer of every unit as one wide GEMM,
 whose output columns do not depend on the width, so a unit's numbers do not depend on its group).
 When every unit keeps the same number of weights per layer (all units of an IMP level do: ticket,
-reinit and random mask have the same per-layer counts), the optimizer steps only the surviving weights, held compactly:
-Adam's memory-bound update and the gradient masking then cost in proportion to the density, not to
-the dense size. :class:`VmapEngine` handles any other model without BatchNorm or dropout through
+reinit and random mask have the same per-layer counts), the optimizer steps only the surviving
+weights, held compactly: Adam's memory-bound update and the gradient masking then cost in
+proportion to the density, not to the dense size. :class:`VmapEngine` handles any other model without BatchNorm or dropout through
 ``torch.func.vmap`` and autograd.
 
 Precision ``"bf16"`` runs the matrix products in bfloat16 (AMX/AVX512-BF16 on recent CPUs, tensor
