@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -37,3 +39,19 @@ def write_results(results_dir: str | Path, name: str, data: dict, md: str) -> No
     atomic_write_json(out / f"{name}.json", data)
     atomic_write_bytes(out / f"{name}.md", md.encode())
     print(md)
+
+
+@contextmanager
+def stacked_thresholds(**values: float) -> Iterator[None]:
+    """Override module-level thresholds of :mod:`lth.stacked` (read when an engine is built) and
+    restore them afterwards, so a benchmark can force a kernel on or off for one arm."""
+    import lth.stacked as st
+
+    saved = {k: getattr(st, k) for k in values}
+    try:
+        for k, v in values.items():
+            setattr(st, k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(st, k, v)

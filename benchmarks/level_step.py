@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from common import machine_info
+from common import machine_info, stacked_thresholds
 
-import lth.stacked as st
 from lth.batched import _eval_chunks, _evaluate_many
 from lth.config import TrainConfig
 from lth.data import load_splits
@@ -52,16 +51,10 @@ def load_level(run: Path, level: int, units: int | None):
 def engine(states, masks, gradient: str | None = None) -> MLPEngine:
     """The engine ``lth run`` would build, or with the first layer's gradient forced to
     ``"sddmm"`` or ``"dense"`` (the thresholds are read when the engine is built)."""
-    names = ("SPARSE_GRAD_BELOW", "SPARSE_GRAD_BELOW_ONE_UNIT")
-    saved = {k: getattr(st, k) for k in names}
-    if gradient is not None:
-        for k in names:
-            setattr(st, k, 1.0 if gradient == "sddmm" else 0.0)
-    try:
+    forced = {} if gradient is None else {k: 1.0 if gradient == "sddmm" else 0.0
+                                          for k in ("SPARSE_GRAD_BELOW", "SPARSE_GRAD_BELOW_ONE_UNIT")}
+    with stacked_thresholds(**forced):
         return MLPEngine(build_model("lenet300", (1, 28, 28), 10), states, masks, "cpu")
-    finally:
-        for k, v in saved.items():
-            setattr(st, k, v)
 
 
 def main() -> None:

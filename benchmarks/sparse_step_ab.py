@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from common import command_line, machine_info, write_results
+from common import command_line, machine_info, stacked_thresholds, write_results
 from train_step import sparse_lenet
 
 import lth.stacked as st
@@ -31,19 +31,13 @@ def engine_with(n_units: int, levels: int, sparse: bool, kernels: tuple[str, ...
     """``n_units`` LeNets pruned ``levels`` times, in an engine with the ``lth.stacked`` thresholds
     named in ``kernels`` forced on (sparse) or off. The sparse kernels work on compact layers, so
     the sparse arm makes every masked layer compact; the dense arm keeps the default choice."""
-    names = (*kernels, "COMPACT_BELOW")
-    saved = {k: getattr(st, k) for k in names}
-    for k in kernels:
-        setattr(st, k, 1.0 if sparse else 0.0)
+    forced = {k: 1.0 if sparse else 0.0 for k in kernels}
     if sparse:
-        st.COMPACT_BELOW = 1.0
-    try:
+        forced["COMPACT_BELOW"] = 1.0
+    with stacked_thresholds(**forced):
         units = [sparse_lenet(100 + i, levels) for i in range(n_units)]
         return st.MLPEngine(units[0][0], [{k: v.detach().clone() for k, v in m.state_dict().items()}
                                           for m, _ in units], [k for _, k in units], "cpu", "fp32")
-    finally:
-        for k, v in saved.items():
-            setattr(st, k, v)
 
 
 def stepper(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.Tensor):
