@@ -74,6 +74,11 @@ def test_models_with_batchnorm_or_dropout_are_not_batched():
     assert not supports_batching(build_model("conv2-dropout", (3, 32, 32), 10))
 
 
+def states_of(made) -> list[dict[str, torch.Tensor]]:
+    """Copies of the state dicts of ``(model, mask)`` pairs, the engines' starting weights."""
+    return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+
+
 def equal_count_unit(seed: int, keep: float, name: str = "mlp-100-50", shape=(1, 8, 8)):
     """A unit whose mask keeps exactly round(keep * size) weights per layer (as IMP levels do)."""
     m = build_model(name, shape, 10)
@@ -102,7 +107,7 @@ def test_compact_optimisation_of_sparse_layers_equals_one_at_a_time(digits, n_un
     """Units with equal per-layer counts below the compact threshold step only surviving weights."""
     cfg = TrainConfig(iterations=200, batch_size=32, lr=2e-3, eval_every=50)
     made = [equal_count_unit(s, 0.1) for s in range(n_units)]
-    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    states = states_of(made)
     engine = make_engine(build_model("mlp-100-50", (1, 8, 8), 10), states, [k for _, k in made], "cpu")
     assert isinstance(engine, MLPEngine)
     assert set(engine.compact) == set(prunable_parameters(made[0][0]))  # really on the compact path
@@ -118,7 +123,7 @@ def test_compact_optimisation_of_sparse_layers_equals_one_at_a_time(digits, n_un
 def test_vmap_engine_for_convolutional_models_equals_one_at_a_time(digits):
     cfg = TrainConfig(iterations=60, batch_size=16, lr=1e-3, eval_every=30)
     made = [equal_count_unit(s, 0.5, "conv2", (1, 8, 8)) for s in range(2)]
-    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    states = states_of(made)
     assert isinstance(make_engine(build_model("conv2", (1, 8, 8), 10), states, [k for _, k in made], "cpu"),
                       VmapEngine)
     inputs = [UnitInput(st, k, i) for i, (st, (_, k)) in enumerate(zip(states, made))]
@@ -132,7 +137,7 @@ def test_batched_checkpoints_resume_batched_and_one_at_a_time(digits, keep):
     """A checkpoint written by train_many continues in train_many or in train() with the same result."""
     cfg = TrainConfig(iterations=150, batch_size=32, lr=2e-3, eval_every=25)
     made = [equal_count_unit(s, keep) for s in range(2)]
-    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    states = states_of(made)
     inputs = [UnitInput(st, k, i) for i, (st, (_, k)) in enumerate(zip(states, made))]
     template = build_model("mlp-100-50", (1, 8, 8), 10)
     reference = train_many(template, inputs, digits, cfg)
@@ -175,7 +180,7 @@ def test_units_resuming_from_different_iterations_are_refused(digits):
 def test_capture_hands_each_unit_its_weights_at_the_rewind_iteration(digits):
     cfg = TrainConfig(iterations=30, batch_size=32, eval_every=10)
     made = [equal_count_unit(s, 0.5) for s in range(2)]
-    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    states = states_of(made)
     got: dict[int, dict] = {}
     train_many(build_model("mlp-100-50", (1, 8, 8), 10),
                [UnitInput(st, k, i) for i, (st, (_, k)) in enumerate(zip(states, made))], digits, cfg,
@@ -190,7 +195,7 @@ def test_capture_hands_each_unit_its_weights_at_the_rewind_iteration(digits):
 def test_bf16_products_train_close_to_fp32(digits):
     """bf16 changes rounding, not the result: final accuracy within a few points of fp32."""
     made = [equal_count_unit(s, 0.5) for s in range(2)]
-    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    states = states_of(made)
     inputs = [UnitInput(st, k, i) for i, (st, (_, k)) in enumerate(zip(states, made))]
     out = {}
     for prec in ("fp32", "bf16"):
@@ -205,7 +210,7 @@ def test_bf16_products_train_close_to_fp32(digits):
 def test_unpruned_layers_take_the_gradient_unmasked_and_equal_one_at_a_time(digits):
     """At IMP level 0 every mask is full: no gradient masking, same training as train()."""
     made = [unit(s, 1.0) for s in range(2)]
-    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    states = states_of(made)
     engine = make_engine(build_model("mlp-100-50", (1, 8, 8), 10), states, [k for _, k in made], "cpu")
     assert isinstance(engine, MLPEngine)
     assert engine._unmasked == set(prunable_parameters(made[0][0]))
@@ -223,7 +228,7 @@ def test_bf16_compact_path_equals_bf16_masked_dense_path(digits, monkeypatch):
     import lth.stacked as stacked
 
     made = [equal_count_unit(s, 0.1) for s in range(3)]
-    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    states = states_of(made)
     masks = [k for _, k in made]
     cfg = TrainConfig(iterations=150, batch_size=32, lr=2e-3, eval_every=50, precision="bf16")
     runs = {}
@@ -254,7 +259,7 @@ def sparse_engine(made, monkeypatch, grad_below=0.2):
     for name in ("SPARSE_GRAD_BELOW", "SPARSE_GRAD_BELOW_ONE_UNIT"):
         monkeypatch.setattr(stacked, name, grad_below)
     monkeypatch.setattr(stacked, "SPARSE_MIN_WEIGHTS", 1000)
-    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    states = states_of(made)
     return make_engine(build_model("mlp-100-50", (1, 8, 8), 10), states, [k for _, k in made], "cpu")
 
 
@@ -301,7 +306,7 @@ def test_groups_take_the_dense_gradient_between_10_and_25_percent_and_one_unit_t
     for keep, n, sddmm in ((0.15, 3, False), (0.15, 1, True), (0.08, 3, True), (0.08, 1, True)):
         made = [equal_count_unit(s, keep) for s in range(n)]
         eng = make_engine(build_model("mlp-100-50", (1, 8, 8), 10),
-                          [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made],
+                          states_of(made),
                           [k for _, k in made], "cpu")
         assert name in eng._sparse_fwd, (keep, n)
         assert (name in eng._sddmm) == sddmm and (name in eng._wgrad) != sddmm, (keep, n)
@@ -339,7 +344,7 @@ def test_dense_evaluation_of_a_lenet_does_not_depend_on_its_group(shared_data, t
 
     def engine(models):
         return make_engine(build_model("lenet300", (1, 28, 28), 10),
-                           [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in models],
+                           states_of(models),
                            [k for _, k in models], "cpu")
 
     before = torch.get_num_threads()
@@ -365,7 +370,7 @@ def test_sparse_evaluation_goes_in_cache_sized_chunks_with_the_same_results(digi
 
     made = [equal_count_unit(s, 0.1) for s in range(3)]
     dense_eng = make_engine(build_model("mlp-100-50", (1, 8, 8), 10),
-                            [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made],
+                            states_of(made),
                             [k for _, k in made], "cpu")
     assert dense_eng.eval_chunk_limit == stacked.DENSE_EVAL_CHUNK
     eng = sparse_engine(made, monkeypatch)
@@ -389,7 +394,7 @@ def test_sparse_kernel_path_equals_one_at_a_time(digits, monkeypatch):
         monkeypatch.setattr(stacked, name, 0.2)
     monkeypatch.setattr(stacked, "SPARSE_MIN_WEIGHTS", 1000)  # the 64x100 and 100x50 layers qualify
     made = [equal_count_unit(s, 0.1) for s in range(3)]
-    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in made]
+    states = states_of(made)
     masks = [k for _, k in made]
     eng = make_engine(build_model("mlp-100-50", (1, 8, 8), 10), states, masks, "cpu")
     both = {"hidden.0.weight", "hidden.1.weight"}
