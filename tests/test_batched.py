@@ -333,19 +333,10 @@ def test_dense_evaluation_of_a_lenet_does_not_depend_on_its_group(shared_data, t
     and equal to its own model's (one unit's GEMM is the model's own product)."""
     sp = load_splits("mnist", shared_data, val_size=1000, split_seed=0, download=False)
     x = sp.val_x
-    made = []
-    for s in range(15):
-        m = build_model("lenet300", (1, 28, 28), 10)
-        initialize(m, torch.Generator().manual_seed(s))
-        g = torch.Generator().manual_seed(100 + s)
-        mask = {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in m.named_parameters() if n.endswith("weight")}
-        apply_mask_(m, mask)
-        made.append((m, mask))
+    made = [equal_count_unit(s, 0.5, "lenet300", (1, 28, 28)) for s in range(15)]
 
     def engine(models):
-        return make_engine(build_model("lenet300", (1, 28, 28), 10),
-                           states_of(models),
-                           [k for _, k in models], "cpu")
+        return make_engine(build_model("lenet300", (1, 28, 28), 10), states_of(models), [k for _, k in models], "cpu")
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -17,8 +17,8 @@ whose output columns do not depend on the width, so a unit's numbers do not depe
 When every unit keeps the same number of weights per layer (all units of an IMP level do: ticket,
 reinit and random mask have the same per-layer counts), the optimizer steps only the surviving
 weights, held compactly: Adam's memory-bound update and the gradient masking then cost in
-proportion to the density, not to the dense size. :class:`VmapEngine` handles any other model without BatchNorm or dropout through
-``torch.func.vmap`` and autograd.
+proportion to the density, not to the dense size. :class:`VmapEngine` handles any other model
+without BatchNorm or dropout through ``torch.func.vmap`` and autograd.
 
 Precision ``"bf16"`` runs the matrix products in bfloat16 (AMX/AVX512-BF16 on recent CPUs, tensor
 cores on GPUs) while weights, optimizer state, loss and softmax stay float32.
@@ -498,7 +498,6 @@ class MLPEngine(Engine):
                units: Sequence[int] | None = None) -> torch.Tensor:
         m = x.shape[0]
         sel = self._unit_index(units)
-        order = range(self.n_units) if units is None else list(units)
         cw, cb = self._cw, self._cb
         # The first layer of every unit in one product: dense, one wide GEMM [M, in] @ [in, N*out]
         # (each output column is one unit's neuron, summed over the same inputs in the same order
@@ -508,17 +507,17 @@ class MLPEngine(Engine):
         # other units share its group, bitwise, so a crash-split group resumes exactly
         # (tests/test_batched.py).
         self._sync()
+        bias = cb[0] if sel is None else cb[0][sel]
         if self._wname[0] in self.sparse_eval:
             if xt is None:
                 xt = x.reshape(m, -1).t().contiguous()
             name = self._wname[0]
             csr = (self._stacked[name] if sel is None else  # a few units' values, copied
                    self._csr(name, "stacked", self._values[name].index_select(0, sel), sel))
-            bias = cb[0] if sel is None else cb[0][sel]
-            h = torch.addmm(bias.reshape(-1, 1), csr, xt).view(len(order), -1, m).transpose(1, 2)
+            h = torch.addmm(bias.reshape(-1, 1), csr, xt).view(-1, cw[0].shape[1], m).transpose(1, 2)
         else:
             xm = x.reshape(m, -1).to(self.compute_dtype)
-            w, bias = (cw[0], cb[0]) if sel is None else (cw[0][sel], cb[0][sel])
+            w = cw[0] if sel is None else cw[0][sel]
             k, out_f = w.shape[:2]
             # [M, k*out] viewed as [k, M, out]: the next batched product reads it strided, no copy
             h = torch.addmm(bias.reshape(-1), xm, w.reshape(k * out_f, -1).t()).view(m, k, out_f).transpose(0, 1)
