@@ -16,11 +16,6 @@ from lth.stacked import MLPEngine, VmapEngine, make_engine
 from lth.train import TrainingDiverged, TrainState, apply_mask_, train
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_splits("digits", val_size=300, split_seed=0)
-
-
 def unit(seed: int, keep: float):
     m = build_model("mlp-100-50", (1, 8, 8), 10)
     initialize(m, torch.Generator().manual_seed(seed))

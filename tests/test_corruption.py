@@ -14,20 +14,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SHARED_DATA
 from lth import data
 from lth.data import DataError, load_splits, read_idx
 
 SETTINGS = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-LABELS = SHARED_DATA / "mnist" / "t10k-labels-idx1-ubyte.gz"
 LABELS_SHA = "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"  # ../shared/datasets/README.md
 
 
 @pytest.fixture(scope="module")
-def labels_raw() -> bytes:
-    raw = gzip.decompress(LABELS.read_bytes())
+def labels_raw(shared_data) -> bytes:
+    raw = gzip.decompress((shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes())
     assert hashlib.sha256(raw).hexdigest() == LABELS_SHA
     return raw
 

