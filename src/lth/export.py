@@ -407,7 +407,7 @@ def _init_state(unit: _Unit, model_factory: Any) -> dict[str, "torch.Tensor"]:
     random_mask start from theta0 (or theta_k when rewinding; the dense level always from
     theta0), reinit from a fresh draw seeded by ("reinit", trial, level).
     """
-    from .lottery import reinit_state
+    from .experiment.branches.reinit import reinit_state
     from .store import torch_load
 
     tdir = unit.dir.parent.parent
@@ -419,7 +419,7 @@ def _init_state(unit: _Unit, model_factory: Any) -> dict[str, "torch.Tensor"]:
                               "ticket's initialisation cannot be exported (use --weights final)")
         return torch_load(path)
     if unit.branch == "reinit":
-        return reinit_state(model_factory(), unit.cfg, unit.trial, unit.level)
+        return reinit_state(model_factory(), unit.cfg.lottery.seed, unit.trial, unit.level)
     raise ExportError(f"the starting weights of branch {unit.branch!r} are not known to "
                       "`lth export`; use --weights final")
 

@@ -162,6 +162,11 @@ class MLP(nn.Module):
         self.out = nn.Linear(sizes[-1], num_classes)
         self.output_weight = "out.weight"
 
+    def linear_relu_chain(self) -> list[str]:
+        """The Linear layers in order: this model is ``flatten -> (Linear -> ReLU)* -> Linear``,
+        which the vectorised MLP engine trains with a hand-written backward pass."""
+        return [f"hidden.{i}" for i in range(len(self.hidden))] + ["out"]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
         for layer in self.hidden:

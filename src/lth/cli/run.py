@@ -1,24 +1,17 @@
-"""The ``lth`` command line: thin; parses arguments and calls the library."""
+"""``lth run``: an IMP experiment, resumable by rerunning the same command."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import sys
 from pathlib import Path
-from typing import Sequence
 
-from .config import ConfigError, ExperimentConfig, apply_overrides
+from ..config import ExperimentConfig, apply_overrides, config_hash
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lth",
-        description="Find, test and study lottery tickets (Frankle & Carbin, ICLR 2019).",
-    )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
-    run = sub.add_parser(
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    run = subparsers.add_parser(
         "run", help="run an iterative magnitude pruning experiment (resumable)",
         description="Run IMP: train dense, prune, reset/rewind, retrain, for each level and trial. "
         "Rerunning the same command continues where it stopped; more --levels, --trials or "
@@ -72,23 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="print the resolved configuration and run directory, then exit")
 
-    sub.add_parser("presets", help="list the named configurations")
-
-    rep = sub.add_parser("report", help="print the results table of a run directory")
-    rep.add_argument("run_dir", type=Path)
-    rep.add_argument("--format", choices=("text", "markdown", "json"), default="text")
-
-    pl = sub.add_parser("plot", help="plot early-stop iteration and accuracy vs weights remaining")
-    pl.add_argument("run_dir", type=Path)
-    pl.add_argument("--out", type=Path, help="PNG/PDF/SVG path (default: RUN_DIR/figure.png)")
-    pl.add_argument("--title")
-    from .export import add_export_parser
-    add_export_parser(sub)
-    return p
+    return run
 
 
 def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
-    from .presets import get_preset
+    from ..presets import get_preset
 
     cfg = get_preset(args.preset)
     branches = (None if args.branches is None
@@ -119,22 +100,21 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
     return apply_overrides(cfg, args.overrides)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import dataset_info, load_splits
-    from .lottery import Lottery
-    from .models import check_fit
-    from .report import aggregate, text_table
-    from .store import RunStore
+    from ..data import dataset_info, load_splits
+    from ..experiment import Lottery
+    from ..experiment.branches import check_branches
+    from ..models import check_fit
+    from ..report import aggregate, text_table
+    from ..store import RunStore
 
     cfg = resolve_config(args)
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
+    check_branches(cfg.lottery.branches)
     if args.dry_run:
-        from .config import config_hash
-        import json
-
         print(json.dumps(cfg.to_dict(), indent=2))
         print(f"run directory: {args.run_dir or Path(args.out) / f'{cfg.name}-{config_hash(cfg)}'}")
         return 0
@@ -156,62 +136,3 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(text_table(aggregate(records)), end="")
     print(f"\nresults: {store.path / 'summary.json'}")
     return 0
-
-
-def cmd_presets(args: argparse.Namespace) -> int:
-    from .presets import describe_presets
-
-    items = describe_presets()
-    w = max(len(n) for n, _ in items)
-    for name, desc in items:
-        print(f"{name.ljust(w)}  {desc}")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from .report import report
-
-    print(report(args.run_dir, args.format), end="")
-    return 0
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    from .report import plot
-
-    out = plot(args.run_dir, args.out or args.run_dir / "figure.png", args.title)
-    print(out)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from .data import DataError
-    from .models import ModelError
-    from .presets import PresetError
-    from .report import ReportError
-    from .store import StoreError
-    from .export import cmd_export
-
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    handler = {"run": cmd_run, "presets": cmd_presets, "report": cmd_report,
-               "plot": cmd_plot, "export": cmd_export}[args.command]
-    try:
-        return handler(args)
-    except (ConfigError, DataError, ModelError, PresetError, StoreError, ReportError) as e:
-        print(f"lth: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into `head` and the like
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print("\nlth: interrupted; rerun the same command to continue from the last checkpoint",
-              file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-

@@ -1,24 +1,13 @@
-"""N networks of one architecture as one computation: the engines behind :mod:`lth.batched`.
+"""A hand-written engine for fully connected ReLU networks (LeNet-300-100), N units at once.
 
-An engine holds N units' weights stacked along a new leading dimension and the tensors an ordinary
-optimizer steps (Adam and SGD are elementwise, so one optimizer over stacked tensors is N
-independent optimizers). It offers:
-
-* ``loss_and_grad(x, y)``: per-unit mean cross-entropy on per-unit batches ``x[N, B, ...]``, with the
-  gradients of :attr:`Engine.opt_params` set (pruned weights get exactly zero gradient);
-* ``after_step()``: bring the weights up to date after the optimizer stepped;
-* ``logits(x, units=...)``: per-unit outputs ``[N, M, classes]`` for one shared batch (evaluation),
-  of every unit or of a chosen few.
-
-:class:`MLPEngine` is hand-written for fully connected ReLU networks (LeNet-300-100): batched
-matrix products forward, an explicit backward pass (no autograd graph, no per-unit Python work, no
-gradient w.r.t. the data), and batched evaluation (the first layer of every unit as one wide GEMM,
-whose output columns do not depend on the width, so a unit's numbers do not depend on its group).
-When every unit keeps the same number of weights per layer (all units of an IMP level do: ticket,
-reinit and random mask have the same per-layer counts), the optimizer steps only the surviving
-weights, held compactly: Adam's memory-bound update and the gradient masking then cost in
-proportion to the density, not to the dense size. :class:`VmapEngine` handles any other model
-without BatchNorm or dropout through ``torch.func.vmap`` and autograd.
+Batched matrix products forward, an explicit backward pass (no autograd graph, no per-unit Python
+work, no gradient w.r.t. the data), and batched evaluation (the first layer of every unit as one
+wide GEMM, whose output columns do not depend on the width, so a unit's numbers do not depend on
+its group). When every unit keeps the same number of weights per layer (all units of an IMP level
+do: ticket, reinit and random mask have the same per-layer counts), the optimizer steps only the
+surviving weights, held compactly: Adam's memory-bound update and the gradient masking then cost
+in proportion to the density, not to the dense size. Large, very sparse layers use CSR kernels;
+where each kernel takes over is :class:`lth.training.engines.policy.EnginePolicy`.
 
 Precision ``"bf16"`` runs the matrix products in bfloat16 (AMX/AVX512-BF16 on recent CPUs, tensor
 cores on GPUs) while weights, optimizer state, loss and softmax stay float32.
@@ -27,237 +16,48 @@ cores on GPUs) while weights, optimizer state, loss and softmax stay float32.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
 
-from .models import MLP
-from .pruning import Mask
-from .train import autocast
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# Optimise a layer's surviving weights compactly below this density. Measured on 2 CPU cores for
-# 15 LeNet-300-100 units: gathering gradients and scattering weights costs about as much as
-# masking gradients plus the dense Adam update at ~21% density, and less below.
-COMPACT_BELOW = 0.25
-# Sparse kernels for large compact layers in float32 (LeNet-300-100's 784x300 layer, batch 60, 2 CPU
-# cores): the forward product as one block-diagonal CSR matrix over all units, the weight gradient
-# at the surviving weights only (batched SDDMM, written in place), and evaluation as one stacked
-# CSR product in 512-image chunks. The interleaved A/B (benchmarks/sparse_step_ab.py, session 7,
-# docs/PERFORMANCE.md) against the dense path: 15 units 0.520 vs 0.557 ms per network-iteration at
-# 21%, 0.362 vs 0.494 at 10.7%, 0.249 vs 0.454 at 2.8%; one unit 0.944 vs 1.013 at 21%; at 33% the
-# sparse step loses (0.726 vs 0.681). Evaluating 5,000 images with 15 units: 140 vs 200 ms at 21%,
-# 52 vs 196 at 2.8%. (Session 4's per-unit CSR calls only won below ~5%: per-call overhead, not
-# arithmetic, is what a very sparse layer costs.) So every compact large layer takes them. Session 8
-# made the dense path's gradient masking in place; rerun at 15 units, the dense path then wins at
-# 26.2% too (0.601 vs 0.618) and at 32.8% (0.602 vs 0.706), so the thresholds stay at 25%.
-# Smaller layers stay dense: their products are cheap and overhead-bound.
-# Session 9 timed a mixed arm too: the CSR forward, with the weight gradient as one dense batched
-# product gathered at the surviving weights. On real figure levels (benchmarks/level_step.py
-# --ab-gradient, 15 units, ms a step) it beats the SDDMM down to ~11%: 7.1 vs 8.6-9.0 at 21%,
-# 6.2-6.3 vs 7.1-7.4 at 16.8%, 6.2 vs 6.3-6.5 at 13.4%, a tie at 10.7%, and loses at 8.6% (5.5 vs
-# 5.2). torch's SDDMM takes the units one after another at ~8 ns a surviving weight per core; the
-# dense product runs at the GEMM peak. Three units gain too (1.7 vs 1.9 at 16.8%), but one unit
-# alone does not (0.90 vs 0.91 at 21%, 0.83 vs 0.79 at 13.4%), so it keeps the SDDMM from 25%.
-# Through the whole loop (train_many, evaluations included) the gain is smaller: 10.2 vs 10.7-11.5
-# ms an iteration at 16.8%, 8.7-8.9 vs 8.8-9.1 at 13.4%.
-SPARSE_FORWARD_BELOW = 0.25
-SPARSE_GRAD_BELOW = 0.10
-SPARSE_GRAD_BELOW_ONE_UNIT = 0.25
-SPARSE_EVAL_BELOW = 0.25
-SPARSE_EVAL_CHUNK = 512
-DENSE_EVAL_CHUNK = 1000
-SPARSE_MIN_WEIGHTS = 50_000
+from .base import StackedEngine
 
 
-def supports_batching(model: nn.Module) -> bool:
-    """Vectorisable: no normalisation layers with running statistics and no active dropout."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            return False
-        if isinstance(m, nn.Dropout) and m.p > 0:
-            return False
-    return True
+def linear_relu_chain(model: nn.Module) -> list[str] | None:
+    """The module names of ``model``'s Linear layers, in order, if ``model`` computes
+    ``flatten -> Linear -> ReLU -> ... -> Linear`` and nothing else; else None.
 
-
-def _stack(states: Sequence[dict[str, torch.Tensor]], names: list[str], device) -> dict[str, torch.Tensor]:
-    return {n: torch.stack([s[n] for s in states]).to(device) for n in names}
-
-
-class Engine:
-    """Stacked weights (``params``, in the template's ``named_parameters`` order), buffers, masks."""
-
-    def __init__(self, template: nn.Module, states: Sequence[dict[str, torch.Tensor]],
-                 masks: Sequence[Mask], device, precision: str = "fp32"):
-        if len(states) != len(masks) or not states:
-            raise ValueError(f"need one mask per unit, got {len(states)} states and {len(masks)} masks")
-        if precision not in _DTYPES:
-            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(_DTYPES)}")
-        self.template = template.to(device)
-        self.device = torch.device(device)
-        self.precision = precision
-        self.compute_dtype = _DTYPES[precision]
-        self.n_units = len(states)
-        self.param_names = [k for k, _ in template.named_parameters()]
-        self.buffer_names = [k for k, _ in template.named_buffers()]
-        self.params = _stack(states, self.param_names, device)
-        self.buffers = _stack(states, self.buffer_names, device) if self.buffer_names else {}
-        self.mask_names = [k for k in self.param_names if k in masks[0]]
-        extra = set(masks[0]) - set(self.param_names)
-        if extra:
-            raise KeyError(f"mask names parameters the model does not have: {sorted(extra)}")
-        self.masks = {k: torch.stack([m[k] for m in masks]).to(device, self.params[k].dtype)
-                      for k in self.mask_names}
-        with torch.no_grad():
-            for k in self.mask_names:
-                self.params[k].mul_(self.masks[k])  # pruned weights are exactly zero
-        # name -> flat indices [N, nnz] of the surviving weights, for compactly optimised tensors
-        self.compact: dict[str, torch.Tensor] = {}
-        self.opt_params: list[torch.Tensor] = []
-
-    # ------------------------------------------------------------------ weights
-    def unit_state(self, i: int) -> dict[str, torch.Tensor]:
-        """Unit ``i``'s weights as an ordinary state dict (a copy)."""
-        state = {k: self.params[k][i].detach().clone() for k in self.param_names}
-        state.update({k: self.buffers[k][i].clone() for k in self.buffer_names})
-        return state
-
-    def after_step(self) -> None:
-        pass
-
-    # ------------------------------------------------------------------ optimizer state
-    def unit_optimizer_state(self, stacked: dict[str, Any], i: int) -> dict[str, Any]:
-        """Unit ``i``'s slice of the stacked optimizer's ``state_dict``, in the layout a plain
-        ``torch.optim`` optimizer over the unit's ``model.parameters()`` uses (so a checkpoint
-        written here resumes in :func:`lth.train.train` and the other way round)."""
-        state: dict[int, dict[str, Any]] = {}
-        for j, name in enumerate(self.param_names):
-            entry = stacked["state"].get(j)
-            if entry is None:
-                continue
-            shape = self.params[name].shape
-            out: dict[str, Any] = {}
-            for key, value in entry.items():
-                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == self.n_units:
-                    v = value[i]
-                    if name in self.compact:
-                        dense = torch.zeros(shape[1:].numel(), dtype=v.dtype, device=v.device)
-                        v = dense.scatter_(0, self.compact[name][i], v).view(shape[1:])
-                    out[key] = v.detach().cpu().clone()
-                else:
-                    out[key] = value.clone() if isinstance(value, torch.Tensor) else value
-            state[j] = out
-        groups = [{**g, "params": list(range(len(self.param_names)))} for g in stacked["param_groups"]]
-        return {"state": state, "param_groups": groups}
-
-    def stacked_optimizer_state(self, units: Sequence[dict[str, Any]], template: dict[str, Any]) -> dict[str, Any]:
-        """The inverse of :meth:`unit_optimizer_state`: per-unit states -> one stacked state_dict
-        (``template`` is the fresh stacked optimizer's own ``state_dict()``)."""
-        state: dict[int, dict[str, Any]] = {}
-        for j, name in enumerate(self.param_names):
-            entries = [u["state"].get(j) for u in units]
-            if all(e is None for e in entries):
-                continue
-            if any(e is None for e in entries):
-                raise ValueError(f"optimizer state of {name} is missing for some units")
-            out: dict[str, Any] = {}
-            for key in entries[0]:
-                vals = [e[key] for e in entries]
-                if isinstance(vals[0], torch.Tensor) and vals[0].dim() > 0:
-                    stacked = torch.stack([v.to(self.device) for v in vals])
-                    if name in self.compact:
-                        stacked = stacked.flatten(1).gather(1, self.compact[name])
-                    out[key] = stacked
-                else:
-                    out[key] = vals[0]
-            state[j] = out
-        groups = [{**g, **{k: v for k, v in units[0]["param_groups"][gi].items() if k != "params"}}
-                  for gi, g in enumerate(template["param_groups"])]
-        return {"state": state, "param_groups": groups}
-
-    # ------------------------------------------------------------------ computation
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    #: Whether :meth:`logits` wants ``xt``, the evaluation input transposed to [features, M] (a
-    #: sparse first layer multiplies it); callers make it once per split, since splits are fixed.
-    wants_transposed_eval_input = False
-    #: The most images :meth:`logits` should get at once (None: no limit).
-    eval_chunk_limit: int | None = None
-
-    def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None,
-               units: Sequence[int] | None = None) -> torch.Tensor:
-        """Outputs ``[len(units), M, classes]`` of the listed units (all units when ``None``)."""
-        raise NotImplementedError
-
-    def _unit_index(self, units: Sequence[int] | None) -> torch.Tensor | None:
-        if units is None:
+    Recognised: a model that declares the chain itself (a ``linear_relu_chain()`` method returning
+    the names, as :class:`lth.models.MLP` does), or an ``nn.Sequential`` of an optional leading
+    ``nn.Flatten()`` and Linear layers separated by ``nn.ReLU``. No other parameters or buffers."""
+    declared = getattr(model, "linear_relu_chain", None)
+    if callable(declared):
+        names = list(declared())
+    elif isinstance(model, nn.Sequential):
+        mods = list(model.named_children())
+        if mods and isinstance(mods[0][1], nn.Flatten) and (mods[0][1].start_dim, mods[0][1].end_dim) == (1, -1):
+            mods = mods[1:]
+        if not mods or len(mods) % 2 == 0:
             return None
-        bad = [u for u in units if not 0 <= u < self.n_units]
-        if bad or not units:
-            raise ValueError(f"units {list(units)}: need unit indices in 0..{self.n_units - 1}")
-        return torch.tensor(list(units), dtype=torch.long, device=self.device)
+        for i, (_, mod) in enumerate(mods):
+            want = nn.Linear if i % 2 == 0 else nn.ReLU
+            if type(mod) is not want:
+                return None
+        names = [name for i, (name, _) in enumerate(mods) if i % 2 == 0]
+    else:
+        return None
+    linears = [model.get_submodule(n) for n in names]
+    if not all(isinstance(m, nn.Linear) and m.bias is not None for m in linears):
+        return None
+    expected = {f"{n}.{p}" for n in names for p in ("weight", "bias")}
+    if {k for k, _ in model.named_parameters()} != expected or any(True for _ in model.buffers()):
+        return None
+    return names
 
 
-class VmapEngine(Engine):
-    """Any batchable model: ``functional_call`` under ``vmap``, gradients from autograd."""
-
-    def __init__(self, template, states, masks, device, precision="fp32"):
-        super().__init__(template, states, masks, device, precision)
-        if not supports_batching(template):
-            raise ValueError(f"{type(template).__name__} has BatchNorm or dropout; "
-                             "train its units one at a time")
-        for p in self.params.values():
-            p.requires_grad_(True)
-        self.opt_params = [self.params[k] for k in self.param_names]
-        buffers = self.buffers
-
-        def fn(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            return functional_call(template, ({**p, **buffers} if buffers else p), (x,))
-
-        self._train_forward = vmap(fn, in_dims=(0, 0))
-        self._eval_forward = vmap(fn, in_dims=(0, None))
-        self._mask_pairs = ([self.params[k] for k in self.mask_names], [self.masks[k] for k in self.mask_names])
-
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        n = self.n_units
-        with autocast(self.device, self.precision):
-            out = self._train_forward(self.params, x)  # [N, B, classes]
-        per_unit = F.cross_entropy(out.float().flatten(0, 1), y.flatten(), reduction="none").view(n, -1).mean(1)
-        for p in self.opt_params:
-            p.grad = None
-        # The sum of the units' losses: each unit's gradient is its own loss's gradient.
-        per_unit.sum().backward()
-        params, masks = self._mask_pairs
-        if params:
-            torch._foreach_mul_([p.grad for p in params], masks)
-        return per_unit.detach()
-
-    @torch.no_grad()
-    def logits(self, x: torch.Tensor, xt: torch.Tensor | None = None,
-               units: Sequence[int] | None = None) -> torch.Tensor:
-        sel = self._unit_index(units)
-        params = {k: v.detach() if sel is None else v.detach().index_select(0, sel)
-                  for k, v in self.params.items()}
-        if sel is None:
-            forward = self._eval_forward
-        else:  # the buffers of just these units
-            buffers = {k: v.index_select(0, sel) for k, v in self.buffers.items()}
-            template = self.template
-
-            def fn(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xx: torch.Tensor) -> torch.Tensor:
-                return functional_call(template, ({**p, **b} if b else p), (xx,))
-
-            forward = lambda p, xx: vmap(fn, in_dims=(0, 0, None))(p, buffers, xx)  # noqa: E731
-        with autocast(self.device, self.precision):
-            return forward(params, x).float()
-
-
-class MLPEngine(Engine):
-    """Fully connected ReLU stacks (:class:`lth.models.MLP`) with an explicit backward pass.
+class MLPEngine(StackedEngine):
+    """Fully connected ReLU chains (:func:`linear_relu_chain`) with an explicit backward pass.
 
     Per layer, the cheapest correct gradient path is chosen once: unpruned layers (no mask, or
     every unit's mask full, as at IMP level 0) take the weight gradient straight from the batched
@@ -267,18 +67,24 @@ class MLPEngine(Engine):
     date lazily, when a unit's state or an evaluation needs them.
     """
 
-    def __init__(self, template, states, masks, device, precision="fp32"):
-        super().__init__(template, states, masks, device, precision)
-        if type(template) is not MLP:
-            raise ValueError(f"MLPEngine needs an lth.models.MLP, got {type(template).__name__}")
+    @classmethod
+    def supports(cls, model: nn.Module, n_units: int) -> bool:
+        return linear_relu_chain(model) is not None
+
+    def __init__(self, template, states, masks, device, precision="fp32", policy=None):
+        super().__init__(template, states, masks, device, precision, policy)
+        layers = linear_relu_chain(template)
+        if layers is None:
+            raise ValueError(f"MLPEngine needs a chain of Linear layers with ReLU between them, got "
+                             f"{type(template).__name__}")
         n = self.n_units
-        layers = [f"hidden.{i}" for i in range(len(template.hidden))] + ["out"]
+        pol = self.policy
         self.weights = [self.params[f"{ln}.weight"] for ln in layers]  # [N, out, in]
         self.biases = [self.params[f"{ln}.bias"] for ln in layers]  # [N, out]
         self._wname = [f"{ln}.weight" for ln in layers]
         for k in self.mask_names:
             counts = self.masks[k].flatten(1).sum(1)
-            if bool((counts == counts[0]).all()) and int(counts[0]) < COMPACT_BELOW * self.masks[k][0].numel():
+            if bool((counts == counts[0]).all()) and int(counts[0]) < pol.compact_below * self.masks[k][0].numel():
                 nnz = int(counts[0])
                 idx = self.masks[k].flatten(1).nonzero()[:, 1].view(n, nnz)  # sorted per unit
                 self.compact[k] = idx
@@ -307,15 +113,15 @@ class MLPEngine(Engine):
         self.sparse_eval: set[str] = set()
         if not self._lowp:
             for name in self._wname:
-                if name not in self.compact or self.params[name][0].numel() < SPARSE_MIN_WEIGHTS:
+                if name not in self.compact or self.params[name][0].numel() < pol.sparse_min_weights:
                     continue
                 dens = self.compact[name].shape[1] / self.params[name][0].numel()
-                if dens < SPARSE_FORWARD_BELOW:
+                if dens < pol.sparse_forward_below:
                     self._block[name] = self._csr(name, "block", self._values[name])
                     self._sparse_fwd.add(name)
-                if dens < (SPARSE_GRAD_BELOW_ONE_UNIT if n == 1 else SPARSE_GRAD_BELOW):
+                if dens < (pol.sparse_grad_below_one_unit if n == 1 else pol.sparse_grad_below):
                     self._sddmm[name] = self._csr(name, "batched", self._values[name].grad)
-                if dens < SPARSE_EVAL_BELOW:
+                if dens < pol.sparse_eval_below:
                     self._stacked[name] = self._csr(name, "stacked", self._values[name])
                     self.sparse_eval.add(name)
         # compact layers whose dense float32 weights are brought up to date only when read (by
@@ -402,7 +208,8 @@ class MLPEngine(Engine):
         # those rows (784 x 512 floats) in cache: 2x faster than 5,000 at once. Dense, 1,000 images
         # keep the [N, M, 300] activations small: 15 real level-2 LeNets evaluate the 5,000-image
         # validation split in 199 ms instead of 284 in one chunk (docs/PERFORMANCE.md).
-        return SPARSE_EVAL_CHUNK if self._wname[0] in self.sparse_eval else DENSE_EVAL_CHUNK
+        return (self.policy.sparse_eval_chunk if self._wname[0] in self.sparse_eval
+                else self.policy.dense_eval_chunk)
 
     @torch.no_grad()
     def _sync(self) -> None:
@@ -525,11 +332,3 @@ class MLPEngine(Engine):
             w, b = (cw[layer], cb[layer]) if sel is None else (cw[layer][sel], cb[layer][sel])
             h = torch.baddbmm(b.unsqueeze(1), h.relu_(), w.transpose(1, 2))
         return h.float()
-
-
-def make_engine(template: nn.Module, states: Sequence[dict[str, torch.Tensor]], masks: Sequence[Mask],
-                device, precision: str = "fp32") -> Engine:
-    """The fastest engine that can train ``template``'s architecture."""
-    if type(template) is MLP:
-        return MLPEngine(template, states, masks, device, precision)
-    return VmapEngine(template, states, masks, device, precision)

@@ -1,13 +1,12 @@
-"""Optimizers with less per-step bookkeeping than ``torch.optim``'s, for tiny networks.
+"""Optimizers: Adam or SGD, fused where PyTorch can, and a leaner fused Adam for tiny networks.
 
-A LeNet-300-100 step at batch 60 takes about a millisecond on a CPU. ``torch.optim.Adam(fused=True)``
-spends about 35 microseconds of it in Python around its single fused kernel: grouping tensors by
-device and dtype, checking state, re-reading hyperparameters (180 vs 147 us per step on 2 cores,
-benchmarks/results/optimizer_step.md; inside a training step a one-off A/B measured 45-55 us, see
-docs/PERFORMANCE.md). :class:`DirectFusedAdam` is that same optimizer: its first step,
-its state, ``state_dict``/``load_state_dict`` and its fallback are ``torch.optim.Adam``'s; later
-steps call the same fused kernel with the same arguments directly, on lists made once. The numbers
-are bitwise the same (``tests/test_optim.py``).
+A LeNet-300-100 step at batch 60 takes about a millisecond on a CPU, so the Python bookkeeping
+around ``torch.optim.Adam(fused=True)``'s single kernel (grouping tensors by device and dtype,
+checking state, re-reading hyperparameters) is a visible share of it (docs/PERFORMANCE.md).
+:class:`DirectFusedAdam` is that same optimizer: its first step, its state,
+``state_dict``/``load_state_dict`` and its fallback are ``torch.optim.Adam``'s; later steps call the
+same fused kernel with the same arguments directly, on lists made once. The numbers are bitwise
+the same (``tests/training/test_optimizers.py``).
 """
 
 from __future__ import annotations
@@ -15,9 +14,32 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["DirectFusedAdam"]
+from ..config import TrainConfig
 
+__all__ = ["DirectFusedAdam", "make_optimizer"]
+
+
+def make_optimizer(params: list[torch.Tensor] | list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or SGD, fused (one kernel for the whole update) where PyTorch supports it.
+
+    The update is elementwise and memory-bound, so one fused kernel beats the per-tensor loop by a
+    wide margin on small networks (benchmarks/optimizer_step.py); fused Adam is
+    :class:`DirectFusedAdam`. Devices or dtypes without a fused kernel take the foreach version."""
+    if cfg.optimizer == "adam":
+        def make(**kw):
+            cls = DirectFusedAdam if kw.get("fused") else torch.optim.Adam
+            return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
+    elif cfg.optimizer == "sgd":
+        def make(**kw):
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+    try:
+        return make(fused=True)
+    except (RuntimeError, ValueError, TypeError):  # device/dtype without a fused kernel
+        return make(foreach=True)
 
 def _adam_step(opt: torch.optim.Adam, closure=None):
     """``torch.optim.Adam.step`` without the step-hook wrapper that torch.optim puts around every

@@ -25,119 +25,37 @@ killed at any moment leaves either the old file or the new one, never a torn one
 
 from __future__ import annotations
 
-import errno
 import fcntl
-import io
 import json
 import os
-import signal
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from .config import ExperimentConfig, config_hash
+from ..config import ExperimentConfig, config_hash
+from .atomic import (
+    StoreError,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    fsync_dir,
+    read_json,
+    store_error,
+    torch_load,
+)
+from .records import UnitRecord
 
 RESULT = "result.json"
+METRICS = "metrics.jsonl"
+FINAL = "final.pt"
+MASK = "mask.pt"
+THETA0 = "theta0.pt"
+REWIND = "rewind.pt"
+SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.pt"
 NEXT_CHECKPOINT = "checkpoint.next.pt"
 GROUP_COMMIT = "checkpoint-commit.json"
-
-
-class StoreError(RuntimeError):
-    """A problem with the run directory (locked, different config, unwritable)."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-_FAULT_COUNTS: dict[str, int] = {}
-
-
-def _fault_point(stage: str, path: Path) -> None:
-    """Fault injection for the crash tests: ``LTH_FAULT=<stage>:<file name>:<n>`` makes this
-    process SIGKILL itself at ``stage`` ("during-write" = after half the bytes reached the temporary
-    file, "after-write" = right after the rename) of the n-th write of that file name. Unset in
-    normal use; reading one environment variable per write costs nothing measurable."""
-    spec = os.environ.get("LTH_FAULT")
-    if not spec:
-        return
-    want_stage, name, n = spec.split(":")
-    if want_stage != stage or name != path.name:
-        return
-    _FAULT_COUNTS[stage] = _FAULT_COUNTS.get(stage, 0) + 1
-    if _FAULT_COUNTS[stage] == int(n):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise _store_error(e, path) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half])
-            _fault_point("during-write", path)
-            f.write(data[half:])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise _store_error(e, path) from e
-    _fsync_dir(path.parent)
-    _fault_point("after-write", path)
-
-
-def _store_error(e: OSError, path: Path) -> Exception:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StoreError(
-            f"no space left on the device while writing {path}; finished results and the previous "
-            "version of this file are intact. Free some space and rerun the same command to continue."
-        )
-    if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return StoreError(
-            f"cannot write {path} ({e.strerror}); finished results are intact. Make the directory "
-            "writable, or choose another --out / --run-dir."
-        )
-    return e
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def torch_load(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -164,7 +82,7 @@ class RunStore:
     # ------------------------------------------------------------------ opening and locking
     @classmethod
     def open(cls, cfg: ExperimentConfig, root: Path | None = None, run_dir: Path | None = None,
-             *, lock: bool = True) -> "RunStore":
+             *, lock: bool = True) -> RunStore:
         if run_dir is None:
             root = Path(root if root is not None else "runs")
             run_dir = root / f"{cfg.name}-{config_hash(cfg)}"
@@ -186,7 +104,7 @@ class RunStore:
         try:
             fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise _store_error(e, self.path / ".lock") from e
+            raise store_error(e, self.path / ".lock") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -235,9 +153,9 @@ class RunStore:
                 d = self.path / rel
                 if (d / NEXT_CHECKPOINT).exists():
                     os.replace(d / NEXT_CHECKPOINT, d / CHECKPOINT)
-                    _fsync_dir(d)
+                    fsync_dir(d)
             record.unlink()
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         for p in self.path.glob(f"trial_*/level_*/*/{NEXT_CHECKPOINT}"):
             p.unlink()  # phase one never completed: the unit's checkpoint.pt is the consistent one
 
@@ -255,7 +173,7 @@ class RunStore:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -285,20 +203,100 @@ class RunStore:
     def unit_dir(self, trial: int, level: int, branch: str) -> Path:
         return self.level_dir(trial, level) / branch
 
+    # ------------------------------------------------------------------ per-trial and per-level state
+    def load_theta0(self, trial: int) -> dict[str, torch.Tensor] | None:
+        """The trial's initialisation, or None if not drawn yet."""
+        return _load_if_exists(self.trial_dir(trial) / THETA0)
+
+    def save_theta0(self, trial: int, state: dict[str, torch.Tensor]) -> None:
+        atomic_torch_save(self.trial_dir(trial) / THETA0, _cpu(state))
+
+    def load_rewind(self, trial: int) -> dict[str, torch.Tensor]:
+        """theta_k of a trial (written by its dense unit at iteration k)."""
+        path = self.trial_dir(trial) / REWIND
+        if not path.exists():
+            raise StoreError(f"{path} is missing although level 0 of trial {trial} finished; "
+                             "delete the trial's level_0 directory and rerun to recreate it")
+        return torch_load(path)
+
+    def save_rewind(self, trial: int, state: dict[str, torch.Tensor]) -> None:
+        atomic_torch_save(self.trial_dir(trial) / REWIND, _cpu(state))
+
+    def load_level_mask(self, trial: int, level: int) -> dict[str, torch.Tensor] | None:
+        """The IMP mask of a pruned level, or None if not pruned yet."""
+        return _load_if_exists(self.level_dir(trial, level) / MASK)
+
+    def save_level_mask(self, trial: int, level: int, mask: dict[str, torch.Tensor]) -> None:
+        atomic_torch_save(self.level_dir(trial, level) / MASK, _cpu(mask))
+
+    def load_unit_mask(self, trial: int, level: int, branch: str) -> dict[str, torch.Tensor] | None:
+        """A unit's own mask (branches whose mask is not the level's, e.g. random_mask)."""
+        return _load_if_exists(self.unit_dir(trial, level, branch) / MASK)
+
+    def load_final(self, trial: int, level: int, branch: str) -> dict[str, torch.Tensor]:
+        return torch_load(self.unit_dir(trial, level, branch) / FINAL)
+
+    # ------------------------------------------------------------------ units
     def is_done(self, trial: int, level: int, branch: str) -> bool:
         return (self.unit_dir(trial, level, branch) / RESULT).exists()
 
-    def result(self, trial: int, level: int, branch: str) -> dict[str, Any]:
-        return read_json(self.unit_dir(trial, level, branch) / RESULT)
+    def record(self, trial: int, level: int, branch: str) -> UnitRecord:
+        return _parse_record(self.unit_dir(trial, level, branch) / RESULT)
 
-    def results(self) -> Iterator[dict[str, Any]]:
-        for p in sorted(self.path.glob(f"trial_*/level_*/*/{RESULT}")):
-            yield read_json(p)
+    def records(self) -> list[UnitRecord]:
+        """Every finished unit's record, sorted by (trial, level, branch)."""
+        recs = [_parse_record(p) for p in self.path.glob(f"trial_*/level_*/*/{RESULT}")]
+        return sorted(recs, key=lambda r: r.key)
 
-    def write_summary(self) -> list[dict[str, Any]]:
-        records = sorted(self.results(), key=lambda r: (r["trial"], r["level"], r["branch"]))
-        atomic_write_json(self.path / "summary.json", records)
+    def load_checkpoint(self, trial: int, level: int, branch: str) -> dict[str, Any] | None:
+        return _load_if_exists(self.unit_dir(trial, level, branch) / CHECKPOINT)
+
+    def finish_unit(self, record: UnitRecord, *, metrics: list[dict[str, Any]] | None = None,
+                    final_state: dict[str, torch.Tensor] | None = None,
+                    own_mask: dict[str, torch.Tensor] | None = None) -> None:
+        """Write a finished unit's files, ``result.json`` last (its presence means finished), drop
+        its checkpoint and refresh ``summary.json``."""
+        udir = self.unit_dir(record.trial, record.level, record.branch)
+        if metrics is not None:
+            lines = "".join(json.dumps(m) + "\n" for m in metrics)
+            atomic_write_bytes(udir / METRICS, lines.encode())
+        if final_state is not None:
+            atomic_torch_save(udir / FINAL, _cpu(final_state))
+        if own_mask is not None:
+            atomic_torch_save(udir / MASK, _cpu(own_mask))
+        atomic_write_json(udir / RESULT, record.to_dict())
+        ckpt = udir / CHECKPOINT
+        if ckpt.exists():
+            ckpt.unlink()
+        self.write_summary()
+
+    def write_summary(self) -> list[UnitRecord]:
+        """``summary.json``: every finished unit's record, derived from the units' own files."""
+        records = self.records()
+        atomic_write_json(self.path / SUMMARY, [r.to_dict() for r in records])
         return records
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _load_if_exists(path: Path) -> Any:
+    return torch_load(path) if path.exists() else None
+
+
+def _parse_record(path: Path) -> UnitRecord:
+    try:
+        return UnitRecord.from_dict(read_json(path))
+    except (ValueError, TypeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path} is not a valid unit record ({e}); delete it and rerun the same "
+                         "command to retrain that unit") from e
+
+
+def open_run(run_dir: Path | str) -> tuple[RunStore, ExperimentConfig]:
+    """An existing run directory for reading (no lock) and its configuration."""
+    run_dir = Path(run_dir)
+    return RunStore(run_dir), config_from_run(run_dir)
 
 
 def config_from_run(run_dir: Path) -> ExperimentConfig:

@@ -1,0 +1,320 @@
+"""The iterative magnitude pruning (IMP) driver (Frankle & Carbin 2019, Sec. 2 and Algorithm).
+
+For each trial: initialise theta0; level 0 trains the dense network (saving theta_k when rewinding);
+each level L >= 1 prunes the previous level's trained ticket (or, one-shot, the trained dense
+network straight to level L's size), then trains one unit per branch (:mod:`.branches`).
+
+Levels run one after another across trials, so the units of a level (trials x branches) can train
+together on a vectorised engine. Every unit checks for its finished result first and resumes from
+its last checkpoint, so the whole experiment resumes by rerunning the same command.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ExperimentConfig
+from ..data import Splits
+from ..models import build_model, initialize, prunable_tensors
+from ..pruning import Mask, density, full_mask
+from ..seeds import derive_seed, generator
+from ..store import RunStore, UnitRecord
+from ..training import EvalPoint, TrainingDiverged, TrainResult, TrainState, UnitInput, max_units, train_many
+from ..training.engines.module import LossFn, StepFn
+from .branches import BranchContext, check_branches, get_branch
+from .plan import next_mask
+from .progress import Log, Progress, fmt_seconds
+from .units import UnitKey, UnitSpec
+
+
+def branch_order(cfg: ExperimentConfig) -> list[str]:
+    """The branches each pruned level trains: the ticket (the IMP line) first, then the others."""
+    return ["ticket"] + [b for b in cfg.lottery.branches if b != "ticket"]
+
+
+def all_units(cfg: ExperimentConfig) -> list[UnitKey]:
+    L = cfg.lottery
+    return [UnitKey(t, 0, "ticket") for t in range(L.trials)] + [
+        UnitKey(t, lv, b) for t in range(L.trials) for lv in range(1, L.levels + 1) for b in branch_order(cfg)]
+
+
+class Experiment:
+    """One experiment's state on disk: its configuration, store and data, and how to build the
+    pieces a unit needs (model, theta0, theta_k, level masks, a unit's start).
+
+    By default the architecture comes from the model registry (``cfg.model.name``), its prunable
+    weights are :func:`lth.models.prunable_parameters`' default rule, and initialisations are drawn
+    by :func:`lth.models.initialize` from a generator seeded per (trial, purpose). A user's model
+    (:func:`lth.find_tickets`) passes ``model_factory`` (a new model per call), ``prunable``
+    (model -> parameter names) and ``init``: ``"factory"`` runs the factory under PyTorch's global
+    generator seeded per (trial, purpose), so its own initialisation is the one drawn.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, store: RunStore, input_shape: tuple[int, ...], num_classes: int,
+                 *, model_factory: Callable[[], nn.Module] | None = None,
+                 prunable: Callable[[nn.Module], list[str]] | None = None, init: str = "lth"):
+        check_branches(cfg.lottery.branches)
+        if init not in ("lth", "factory"):
+            raise ValueError(f"init = {init!r}: choose lth (lth.models.initialize) or factory")
+        if init == "factory" and model_factory is None:
+            raise ValueError("init='factory' needs a model_factory")
+        self.cfg = cfg
+        self.store = store
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.model_factory = model_factory
+        self.prunable = prunable
+        self.init = init
+
+    def new_model(self) -> nn.Module:
+        if self.model_factory is not None:
+            return self.model_factory()
+        return build_model(self.cfg.model.name, self.input_shape, self.num_classes)
+
+    def seed(self, *path: object) -> int:
+        return derive_seed(self.cfg.lottery.seed, *path)
+
+    def prunable_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        if self.prunable is None:
+            return prunable_tensors(model)
+        params = dict(model.named_parameters())
+        return {n: params[n] for n in self.prunable(model)}
+
+    def draw_init(self, *path: object) -> dict[str, torch.Tensor]:
+        """A fresh initialisation of the architecture, seeded by ``path`` (e.g. "init", trial)."""
+        if self.init == "factory":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed(*path))
+                model = self.new_model()
+        else:
+            model = self.new_model()
+            initialize(model, generator(self.cfg.lottery.seed, *path))
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def theta0(self, trial: int) -> dict[str, torch.Tensor]:
+        """A trial's initialisation: drawn once from the trial's init seed and stored."""
+        state = self.store.load_theta0(trial)
+        if state is None:
+            state = self.draw_init("init", trial)
+            self.store.save_theta0(trial, state)
+        return state
+
+    def start_state(self, trial: int) -> dict[str, torch.Tensor]:
+        """What pruned levels reset to: theta0, or theta_k when rewinding."""
+        if self.cfg.lottery.rewind_iteration == 0:
+            return self.theta0(trial)
+        return self.store.load_rewind(trial)
+
+    def level_mask(self, trial: int, level: int) -> Mask:
+        """The mask of a level: dense at level 0, else pruned once and stored (masks are nested)."""
+        template = self.new_model()
+        if level == 0:
+            return full_mask(self.prunable_tensors(template))
+        mask = self.store.load_level_mask(trial, level)
+        if mask is not None:
+            return mask
+        if self.cfg.lottery.one_shot:
+            base = full_mask(self.prunable_tensors(template))
+            weights, rounds = self.store.load_final(trial, 0, "ticket"), level
+        else:
+            base = self.level_mask(trial, level - 1)
+            weights, rounds = self.store.load_final(trial, level - 1, "ticket"), 1
+        mask = next_mask(template, self.cfg, weights, base, rounds)
+        self.store.save_level_mask(trial, level, mask)
+        return mask
+
+    def unit_spec(self, key: UnitKey, level_mask: Mask | None = None,
+                  start_state: dict[str, torch.Tensor] | None = None) -> UnitSpec:
+        """A unit's mask, start state and start step, as its branch defines them."""
+        if key.level == 0:
+            if key.branch != "ticket":
+                raise ValueError(f"level 0 trains only the dense network (branch ticket), not {key.branch}")
+            return UnitSpec(key, self.level_mask(key.trial, 0), self.theta0(key.trial), 0)
+        mask = self.level_mask(key.trial, key.level) if level_mask is None else level_mask
+        start = self.start_state(key.trial) if start_state is None else start_state
+        ctx = BranchContext(self.cfg, key.trial, key.level, mask, start, self.draw_init)
+        s = get_branch(key.branch).start(ctx)
+        return UnitSpec(key, s.mask, s.state, s.step)
+
+    def unit_mask(self, key: UnitKey) -> Mask:
+        """A finished unit's mask, as stored: its own where its branch has one, else the level's."""
+        if key.level > 0 and get_branch(key.branch).own_mask:
+            mask = self.store.load_unit_mask(key.trial, key.level, key.branch)
+            if mask is None:
+                raise FileNotFoundError(f"{self.store.unit_dir(key.trial, key.level, key.branch) / 'mask.pt'} "
+                                        f"is missing: the {key.branch} unit's own mask")
+            return mask
+        return self.level_mask(key.trial, key.level)
+
+
+def _checkpoint_record(state: TrainState) -> dict[str, Any]:
+    return {
+        "step": state.step,
+        "model": {k: v.cpu() for k, v in state.model.items()},
+        "optimizer": state.optimizer,
+        "history": state.history,
+        "rng": state.rng,
+        "elapsed": state.elapsed,
+        "running_loss": None if state.running_loss is None else state.running_loss.cpu(),
+        "since_eval": state.since_eval,
+    }
+
+
+def result_record(key: UnitKey, mask: Mask, outcome: TrainResult | TrainingDiverged) -> UnitRecord:
+    if isinstance(outcome, TrainingDiverged):
+        return UnitRecord(key.trial, key.level, key.branch, density(mask), "failed", error=str(outcome))
+    es, last = outcome.early_stop, outcome.history[-1]
+    return UnitRecord(
+        key.trial, key.level, key.branch, density(mask), "ok",
+        early_stop_iteration=es.iteration, early_stop_test_accuracy=es.test_accuracy,
+        early_stop_val_accuracy=es.val_accuracy, min_val_loss=es.val_loss,
+        final_test_accuracy=last.test_accuracy, final_val_loss=last.val_loss, final_iteration=last.iteration,
+        train_seconds=round(outcome.seconds, 3))
+
+
+class Lottery:
+    """Runs an experiment's units level by level, in groups that train together."""
+
+    def __init__(self, cfg: ExperimentConfig, store: RunStore, splits: Splits, *, log: Log = print,
+                 experiment: Experiment | None = None, loss_fn: LossFn | None = None,
+                 step_fn: StepFn | None = None):
+        self.cfg = cfg
+        self.store = store
+        self.splits = splits
+        self.log = log
+        self.exp = experiment or Experiment(cfg, store, splits.input_shape, splits.num_classes)
+        self.loss_fn = loss_fn
+        self.step_fn = step_fn
+        custom = loss_fn is not None or step_fn is not None  # runs on the one-unit module engine
+        self.group_limit = 1 if custom else max_units(self.exp.new_model())  # None: any number
+
+    def parallel_units(self) -> int:
+        """How many units train at once: ``runtime.parallel_units``, or automatically all of a
+        level's units for models a vectorised engine supports (1 for BatchNorm/dropout)."""
+        if self.group_limit == 1:
+            return 1
+        return self.cfg.runtime.parallel_units or 1_000_000
+
+    # ------------------------------------------------------------------ training groups of units
+    def _resume(self, key: UnitKey) -> TrainState | None:
+        ckpt = self.store.load_checkpoint(key.trial, key.level, key.branch)
+        return TrainState(**ckpt) if ckpt is not None else None
+
+    def _capture_steps(self, level: int) -> frozenset[int]:
+        k = self.cfg.lottery.rewind_iteration
+        return frozenset({k}) if (level == 0 and k > 0) else frozenset()
+
+    def train_group(self, specs: list[UnitSpec], resumes: list[TrainState | None],
+                    progress: Progress) -> list[UnitRecord]:
+        """Train units that start (or resume) at the same iteration as one computation."""
+        cfg, store = self.cfg, self.store
+        labels = [progress.unit_label(s.key, density(s.mask)) for s in specs]
+        for spec, label, resume in zip(specs, labels, resumes):
+            store.unit_dir(spec.key.trial, spec.key.level, spec.key.branch).mkdir(parents=True, exist_ok=True)
+            self.log(f"{label} resuming from checkpoint at iteration {resume.step}" if resume is not None
+                     else f"{label} training from iteration {spec.start_step}")
+        first = resumes[0].step if resumes[0] is not None else specs[0].start_step
+        units = [UnitInput(s.start_state, s.mask, self.exp.seed("data", s.key.trial), r,
+                           self.exp.seed("dropout", s.key.trial, s.key.level, s.key.branch))
+                 for s, r in zip(specs, resumes)]
+        level = specs[0].key.level
+        head = labels[0] if len(specs) == 1 else f"[level {level}/{cfg.lottery.levels}, {len(specs)} units at once]"
+        latest: dict[int, EvalPoint] = {}
+
+        def on_eval(i: int, p: EvalPoint) -> None:
+            latest[i] = p
+            if len(latest) == len(specs) and progress.due():
+                self.log(progress.eval_line(head, list(latest.values()), first, len(specs)))
+
+        def on_checkpoint(states: dict[int, TrainState]) -> None:
+            idx = sorted(states)
+            dirs = [store.unit_dir(specs[i].key.trial, specs[i].key.level, specs[i].key.branch) for i in idx]
+            store.save_checkpoints(dirs, [_checkpoint_record(states[i]) for i in idx])
+
+        outcomes = train_many(
+            self.exp.new_model(), units, self.splits, cfg.train,
+            start_step=specs[0].start_step,
+            eval_batch_size=cfg.runtime.eval_batch_size,
+            checkpoint_every=cfg.runtime.checkpoint_every,
+            on_checkpoint=on_checkpoint,
+            capture_steps=self._capture_steps(level),
+            on_capture=lambda i, step, st: store.save_rewind(specs[i].key.trial, st),
+            on_eval=on_eval,
+            test_eval=cfg.runtime.test_eval,
+            flush_denormals=cfg.runtime.flush_denormals,
+            loss_fn=self.loss_fn,
+            step_fn=self.step_fn,
+        )
+        progress.done_iters += (cfg.train.iterations - first) * len(specs)
+        return [self._finish(s, o, lab) for s, o, lab in zip(specs, outcomes, labels)]
+
+    def _finish(self, spec: UnitSpec, outcome: TrainResult | TrainingDiverged, label: str) -> UnitRecord:
+        record = result_record(spec.key, spec.mask, outcome)
+        if isinstance(outcome, TrainResult):
+            own = get_branch(spec.key.branch).own_mask and spec.key.level > 0
+            self.store.finish_unit(record, metrics=[h.to_dict() for h in outcome.history],
+                                   final_state=outcome.final_state, own_mask=spec.mask if own else None)
+            es, last = outcome.early_stop, outcome.history[-1]
+            self.log(f"{label} done: early stop at it {es.iteration}, test acc there "
+                     f"{100 * es.test_accuracy:.2f}%, final {100 * last.test_accuracy:.2f}% "
+                     f"({fmt_seconds(outcome.seconds)})")
+        else:
+            self.store.finish_unit(record)
+            self.log(f"{label} FAILED: {outcome}; recorded as failed, other units continue")
+        return record
+
+    def run_units(self, specs: list[UnitSpec], progress: Progress) -> None:
+        """Train the unfinished ``specs`` in groups that share a start point (the furthest along
+        first), at most :meth:`parallel_units` at a time."""
+        todo = [s for s in specs if not self.store.is_done(s.key.trial, s.key.level, s.key.branch)]
+        per_group = self.parallel_units()
+        by_start: dict[int, list[tuple[UnitSpec, TrainState | None]]] = {}
+        for spec in todo:
+            resume = self._resume(spec.key)
+            by_start.setdefault(resume.step if resume else spec.start_step, []).append((spec, resume))
+        for start in sorted(by_start, reverse=True):
+            group = by_start[start]
+            for i in range(0, len(group), per_group):
+                chunk = group[i: i + per_group]
+                self.train_group([s for s, _ in chunk], [r for _, r in chunk], progress)
+
+    # ------------------------------------------------------------------ the whole experiment
+    def run(self) -> list[UnitRecord]:
+        cfg, L, store, exp = self.cfg, self.cfg.lottery, self.store, self.exp
+        units = all_units(cfg)
+        progress = Progress(cfg, units, lambda u: store.is_done(u.trial, u.level, u.branch))
+        branches = branch_order(cfg)
+        self.log(
+            f"run directory {store.path}: {len(units)} units "
+            f"({L.trials} trials x (1 dense + {L.levels} levels x {len(branches)} branches)), "
+            f"{progress.finished_units} already finished, {len(units) - progress.finished_units} to train; "
+            f"up to {min(self.parallel_units(), L.trials * len(branches))} units at once"
+        )
+        self.run_units([exp.unit_spec(UnitKey(t, 0, "ticket")) for t in range(L.trials)], progress)
+        alive = []
+        for t in range(L.trials):
+            if store.record(t, 0, "ticket").ok:
+                alive.append(t)
+            else:
+                self.log(f"trial {t}: the dense network failed; skipping its pruned levels")
+        starts = {t: exp.start_state(t) for t in alive}  # read once, shared by every level
+        for level in range(1, L.levels + 1):
+            specs: list[UnitSpec] = []
+            for trial in list(alive):
+                if not L.one_shot and not store.record(trial, level - 1, "ticket").ok:
+                    self.log(f"trial {trial}: ticket at level {level - 1} failed; "
+                             "no further levels can be pruned from it")
+                    alive.remove(trial)
+                    continue
+                mask = exp.level_mask(trial, level)
+                specs += [exp.unit_spec(UnitKey(trial, level, b), mask, starts[trial]) for b in branches]
+            self.run_units(specs, progress)
+        records = store.write_summary()
+        self.log(f"finished in {fmt_seconds(time.perf_counter() - progress.t0)}; "
+                 f"summary: {store.path / 'summary.json'}")
+        return records

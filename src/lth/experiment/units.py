@@ -1,0 +1,27 @@
+"""Units: one (trial, level, branch) trained from its start state with its mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..pruning import Mask
+
+
+@dataclass(frozen=True, order=True)
+class UnitKey:
+    trial: int
+    level: int
+    branch: str
+
+    def __str__(self) -> str:
+        return f"trial {self.trial}, level {self.level}, branch {self.branch}"
+
+
+@dataclass
+class UnitSpec:
+    key: UnitKey
+    mask: Mask
+    start_state: dict[str, torch.Tensor]
+    start_step: int

@@ -1,0 +1,114 @@
+"""Crash-safe file writes and strict reads for the run directory.
+
+Every file appears atomically (temporary file in the same directory, fsync, rename), so a process
+killed at any moment leaves either the old file or the new one, never a torn one. Disk-full and
+permission errors become a :class:`StoreError` saying that finished work is intact and what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class StoreError(RuntimeError):
+    """A problem with the run directory (locked, different config, unwritable)."""
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def _fault_point(stage: str, path: Path) -> None:
+    """Fault injection for the crash tests: ``LTH_FAULT=<stage>:<file name>:<n>`` makes this
+    process SIGKILL itself at ``stage`` ("during-write" = after half the bytes reached the temporary
+    file, "after-write" = right after the rename) of the n-th write of that file name. Unset in
+    normal use; reading one environment variable per write costs nothing measurable."""
+    spec = os.environ.get("LTH_FAULT")
+    if not spec:
+        return
+    want_stage, name, n = spec.split(":")
+    if want_stage != stage or name != path.name:
+        return
+    _FAULT_COUNTS[stage] = _FAULT_COUNTS.get(stage, 0) + 1
+    if _FAULT_COUNTS[stage] == int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise store_error(e, path) from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            half = len(data) // 2
+            f.write(data[:half])
+            _fault_point("during-write", path)
+            f.write(data[half:])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise store_error(e, path) from e
+    fsync_dir(path.parent)
+    _fault_point("after-write", path)
+
+
+def store_error(e: OSError, path: Path) -> Exception:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(
+            f"no space left on the device while writing {path}; finished results and the previous "
+            "version of this file are intact. Free some space and rerun the same command to continue."
+        )
+    if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return StoreError(
+            f"cannot write {path} ({e.strerror}); finished results are intact. Make the directory "
+            "writable, or choose another --out / --run-dir."
+        )
+    return e
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def torch_load(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,49 @@
+"""When the MLP engine switches to its compact and sparse kernels: one dataclass, passed in.
+
+Each threshold is a crossover measured on 2 CPU cores with LeNet-300-100 units (the measurements
+and their commands are in docs/PERFORMANCE.md). A different machine or network may move them;
+pass another :class:`EnginePolicy` to the training loop rather than editing code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EnginePolicy:
+    # Optimise a layer's surviving weights compactly (gathered values) below this density: the
+    # gather/scatter then costs less than masking gradients plus the dense optimizer update.
+    compact_below: float = 0.25
+    # Large compact float32 layers below these densities use sparse kernels: the forward product as
+    # one block-diagonal CSR matrix over all units, evaluation as one stacked CSR product.
+    sparse_forward_below: float = 0.25
+    sparse_eval_below: float = 0.25
+    # The weight gradient at the surviving weights only (batched SDDMM) wins below this density for
+    # several units; between it and 25% a dense batched product gathered at the survivors runs at
+    # the GEMM peak and is faster. One unit alone keeps the SDDMM up to its own threshold.
+    sparse_grad_below: float = 0.10
+    sparse_grad_below_one_unit: float = 0.25
+    # Smaller layers stay dense: their products are cheap and overhead-bound.
+    sparse_min_weights: int = 50_000
+    # Evaluation chunk sizes: a CSR product reads a row of the transposed input per surviving
+    # weight, and 512 images keep those rows in cache; dense, 1,000 images keep the [N, M, hidden]
+    # activations small.
+    sparse_eval_chunk: int = 512
+    dense_eval_chunk: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("compact_below", "sparse_forward_below", "sparse_eval_below", "sparse_grad_below",
+                     "sparse_grad_below_one_unit"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"EnginePolicy.{name} = {v!r}: must be a density in [0, 1]")
+        for name in ("sparse_min_weights", "sparse_eval_chunk", "dense_eval_chunk"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v > 0):
+                raise ValueError(f"EnginePolicy.{name} = {v!r}: must be a positive integer")
+
+
+#: Every kernel dense (no compact storage, no sparse products): the reference arm of the A/Bs.
+DENSE_ONLY = EnginePolicy(compact_below=0.0, sparse_forward_below=0.0, sparse_eval_below=0.0,
+                          sparse_grad_below=0.0, sparse_grad_below_one_unit=0.0)
