@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lth.config import ConfigError, apply_overrides, get_preset
+from lth.config import ConfigError, ExperimentConfig, apply_overrides, get_preset, load_config
 
 BASE = get_preset("lenet300-mnist")
 
@@ -73,3 +73,14 @@ def test_all_assignments_apply_before_cross_field_validation():
     with pytest.raises(ConfigError, match="rewind_iteration = 200.*train.iterations = 100"):
         apply_overrides(BASE, ["lottery.rewind_iteration=200", "train.iterations=100"])
 
+
+def test_set_on_top_of_a_loaded_file(tmp_path):
+    p = tmp_path / "exp.toml"
+    p.write_text('preset = "lenet300-mnist"\nname = "short"\n[train]\niterations = 2000\nlr = 0.002\n')
+    cfg = apply_overrides(load_config(p), ["train.lr=0.01", "lottery.levels=3"])
+    assert (cfg.name, cfg.train.iterations, cfg.train.lr, cfg.lottery.levels) == ("short", 2000, 0.01, 3)
+    assert cfg.data == BASE.data and cfg.prune == BASE.prune
+    assert cfg == ExperimentConfig.from_dict(
+        {**BASE.to_dict(), "name": "short",
+         "train": {**BASE.to_dict()["train"], "iterations": 2000, "lr": 0.01},
+         "lottery": {**BASE.to_dict()["lottery"], "levels": 3}})

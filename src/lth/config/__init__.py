@@ -5,6 +5,7 @@ applies ``section.field=value`` assignments; ``presets`` holds the named configu
 reads and writes TOML and YAML. All of them resolve to one :class:`ExperimentConfig`.
 """
 
+from .files import dump_config, load_config
 from .overrides import apply_overrides
 from .presets import PRESETS, Preset, PresetError, describe_presets, get_preset, preset_names, register_preset
 from .schema import (
@@ -47,7 +48,9 @@ __all__ = [
     "apply_overrides",
     "config_hash",
     "describe_presets",
+    "dump_config",
     "get_preset",
+    "load_config",
     "preset_names",
     "register_preset",
     "with_section",
