@@ -107,6 +107,8 @@ def test_partial_yaml_takes_the_dataclass_defaults(tmp_path):
     assert cfg.name == "mine" and cfg.lottery.branches == ("ticket", "random_mask")
     assert cfg.train == ExperimentConfig().train
     assert load_config(_write(tmp_path, "empty.yaml", "# nothing yet\n")) == ExperimentConfig()
+    # A section whose fields are all commented out is empty, not an error.
+    assert load_config(_write(tmp_path, "bare.yaml", "train:\n  # lr: 0.1\nlottery:\n")) == ExperimentConfig()
 
 
 def test_a_file_may_override_a_named_preset(tmp_path):

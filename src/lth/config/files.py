@@ -149,6 +149,8 @@ def _resolve(raw: Any, p: Path) -> ExperimentConfig:
         if section not in raw:
             continue
         values = raw[section]
+        if values is None:  # a YAML section whose fields are all commented out
+            values = {}
         if not isinstance(values, dict):
             first = fields(SECTIONS[section])[0].name
             raise ConfigError(
