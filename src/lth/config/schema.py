@@ -1,17 +1,22 @@
 """Experiment configuration: one frozen dataclass per concern, nested into ExperimentConfig.
 
 Validation lives in ``__post_init__`` and every message names the field, the value and what is
-allowed, so a mistyped flag fails before any training starts. The run directory is named from a
-hash of the *resolved* configuration (see :func:`config_hash`); only fields that change the science
-go into the hash (see ``ExperimentConfig.identity_dict``).
+allowed, so a mistyped flag or file entry fails before any training starts. Types are checked
+there too, so a configuration built from a dict (a JSON, TOML or YAML file) fails with a
+:class:`ConfigError` rather than a ``TypeError`` deep inside a comparison.
+
+The run directory is named from a hash of the *resolved* configuration (see :func:`config_hash`);
+only fields that change the science go into the hash (see ``ExperimentConfig.identity_dict``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -19,10 +24,12 @@ BRANCHES = ("ticket", "reinit", "random_mask")
 OPTIMIZERS = ("adam", "sgd")
 PRECISIONS = ("fp32", "bf16")
 TEST_EVALS = ("every", "best")
-# Fields added after runs were made: omitted from the identity at these defaults, so older run
-# directories keep their hash.
-LATER_TRAIN_DEFAULTS = {"precision": "fp32"}
 STRATEGIES = ("layerwise", "global")
+# Left out of the identity while at these defaults, so a run directory named before the field
+# existed keeps its hash.
+LATER_TRAIN_DEFAULTS = {"precision": "fp32"}
+# Changing these only adds units, so they stay out of the identity and a rerun with more of them
+# extends the same run directory.
 EXTENSIBLE_LOTTERY_FIELDS = ("levels", "trials", "branches")
 
 
@@ -35,51 +42,81 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass, but `iterations = true` is a typo, never a count.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _name(where: str, value: Any) -> None:
+    _check(isinstance(value, str) and value != "", f"{where} = {value!r}: must be a non-empty name")
+
+
+def _integer(where: str, value: Any) -> None:
+    _check(_is_int(value), f"{where} = {value!r}: must be an integer")
+
+
 def _positive_int(section: str, name: str, value: Any) -> None:
-    _check(
-        isinstance(value, int) and not isinstance(value, bool) and value > 0,
-        f"{section}.{name} = {value!r}: must be a positive integer",
-    )
+    _check(_is_int(value) and value > 0, f"{section}.{name} = {value!r}: must be a positive integer")
+
+
+def _nonnegative_int(where: str, value: Any, note: str = "") -> None:
+    _check(_is_int(value) and value >= 0, f"{where} = {value!r}: must be an integer >= 0{note}")
+
+
+def _flag(where: str, value: Any) -> None:
+    _check(isinstance(value, bool), f"{where} = {value!r}: must be true or false")
+
+
+def _choice(where: str, value: Any, choices: tuple[str, ...], what: str = "", note: str = "") -> None:
+    _check(value in choices, f"{where} = {value!r}: {what}choose one of {', '.join(choices)}{note}")
 
 
 def _rate(section: str, name: str, value: Any, *, allow_zero: bool = False) -> None:
-    lo_ok = value >= 0 if allow_zero else value > 0
-    _check(
-        isinstance(value, (int, float)) and not isinstance(value, bool) and lo_ok and value < 1,
-        f"{section}.{name} = {value!r}: must be a fraction in {'[0' if allow_zero else '(0'}, 1)",
-    )
+    ok = _is_real(value) and (value >= 0 if allow_zero else value > 0) and value < 1
+    _check(ok, f"{section}.{name} = {value!r}: must be a fraction in {'[0' if allow_zero else '(0'}, 1)")
+
+
+def _sequence(where: str, value: Any, example: str) -> tuple[Any, ...]:
+    # A bare string would otherwise become a tuple of its characters.
+    _check(isinstance(value, (tuple, list)), f"{where} = {value!r}: must be a list, e.g. {example}")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data set, where it lives and how the validation split is drawn."""
+    """Which data set, and how the validation split is drawn from its training images."""
 
     dataset: str = "mnist"
     val_size: int = 5000  # Frankle & Carbin App. B: 5,000 of MNIST's 60,000 training images.
     split_seed: int = 0  # The validation split is fixed for a whole experiment.
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.dataset, str) and self.dataset != "", "data.dataset must be a name")
+        _name("data.dataset", self.dataset)
         _check(
-            isinstance(self.val_size, int) and self.val_size > 0,
+            _is_int(self.val_size) and self.val_size > 0,
             f"data.val_size = {self.val_size!r}: must be a positive integer (the early-stopping "
             "iteration needs a validation split held out from training)",
         )
+        _integer("data.split_seed", self.split_seed)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture from the model registry (see ``lth presets`` / ``lth.models``)."""
+    """Architecture: a name from the model registry, e.g. lenet300, conv2, resnet20."""
 
     name: str = "lenet300"
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.name, str) and self.name != "", "model.name must be a name")
+        _name("model.name", self.name)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How one network is trained. Counts iterations, not epochs (paper App. B)."""
+    """How one network is trained; lengths count iterations, not epochs (paper App. B)."""
 
     iterations: int = 50_000
     batch_size: int = 60
@@ -98,33 +135,36 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         s = "train"
-        _check(
-            self.precision in PRECISIONS,
-            f"train.precision = {self.precision!r}: unknown precision; choose one of {', '.join(PRECISIONS)}",
-        )
+        _choice("train.precision", self.precision, PRECISIONS, "unknown precision; ")
         _positive_int(s, "iterations", self.iterations)
         _positive_int(s, "batch_size", self.batch_size)
         _positive_int(s, "eval_every", self.eval_every)
+        _choice("train.optimizer", self.optimizer, OPTIMIZERS, "unknown optimizer; ")
         _check(
-            self.optimizer in OPTIMIZERS,
-            f"train.optimizer = {self.optimizer!r}: unknown optimizer; choose one of {', '.join(OPTIMIZERS)}",
-        )
-        _check(
-            isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,
+            _is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0,
             f"train.lr = {self.lr!r}: must be a positive finite number",
         )
-        _check(0 <= self.momentum < 1, f"train.momentum = {self.momentum!r}: must be in [0, 1)")
-        _check(self.weight_decay >= 0, f"train.weight_decay = {self.weight_decay!r}: must be >= 0")
-        _check(0 < self.lr_gamma <= 1, f"train.lr_gamma = {self.lr_gamma!r}: must be in (0, 1]")
         _check(
-            isinstance(self.warmup_iterations, int) and 0 <= self.warmup_iterations <= self.iterations,
-            f"train.warmup_iterations = {self.warmup_iterations!r}: must be in [0, train.iterations="
-            f"{self.iterations}]",
+            _is_real(self.momentum) and 0 <= self.momentum < 1,
+            f"train.momentum = {self.momentum!r}: must be a number in [0, 1)",
         )
-        ms = tuple(self.lr_milestones)
+        _check(
+            _is_real(self.weight_decay) and math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            f"train.weight_decay = {self.weight_decay!r}: must be a finite number >= 0",
+        )
+        _check(
+            _is_real(self.lr_gamma) and 0 < self.lr_gamma <= 1,
+            f"train.lr_gamma = {self.lr_gamma!r}: must be a number in (0, 1]",
+        )
+        _check(
+            _is_int(self.warmup_iterations) and 0 <= self.warmup_iterations <= self.iterations,
+            f"train.warmup_iterations = {self.warmup_iterations!r}: must be an integer in [0, "
+            f"train.iterations={self.iterations}]",
+        )
+        ms = _sequence("train.lr_milestones", self.lr_milestones, "[20000, 25000]")
         object.__setattr__(self, "lr_milestones", ms)
         _check(
-            all(isinstance(m, int) and 0 < m for m in ms) and list(ms) == sorted(ms),
+            all(_is_int(m) and m > 0 for m in ms) and list(ms) == sorted(ms),
             f"train.lr_milestones = {ms!r}: must be increasing positive iteration counts",
         )
 
@@ -147,15 +187,13 @@ class PruneConfig:
     prune_output: bool = True
 
     def __post_init__(self) -> None:
-        _check(
-            self.strategy in STRATEGIES,
-            f"prune.strategy = {self.strategy!r}: choose one of {', '.join(STRATEGIES)}",
-        )
+        _choice("prune.strategy", self.strategy, STRATEGIES)
         _rate("prune", "rate", self.rate)
         if self.conv_rate is not None:
             _rate("prune", "conv_rate", self.conv_rate)
         if self.output_rate is not None:
             _rate("prune", "output_rate", self.output_rate, allow_zero=True)
+        _flag("prune.prune_output", self.prune_output)
 
     @property
     def resolved_conv_rate(self) -> float:
@@ -180,24 +218,20 @@ class LotteryConfig:
     seed: int = 0  # base seed; every randomness source derives its own from it
 
     def __post_init__(self) -> None:
-        _check(
-            isinstance(self.levels, int) and self.levels >= 0,
-            f"lottery.levels = {self.levels!r}: must be an integer >= 0 (0 = dense only)",
-        )
+        _nonnegative_int("lottery.levels", self.levels, " (0 = dense only)")
         _positive_int("lottery", "trials", self.trials)
-        b = tuple(self.branches)
+        b = _sequence("lottery.branches", self.branches, '["ticket", "reinit"]')
         object.__setattr__(self, "branches", b)
-        unknown = [x for x in b if x not in BRANCHES]
+        unknown = [str(x) for x in b if x not in BRANCHES]
         _check(
             not unknown and len(b) > 0,
-            f"lottery.branches = {','.join(b) or '(empty)'}: unknown branch "
+            f"lottery.branches = {','.join(map(str, b)) or '(empty)'}: unknown branch "
             f"{', '.join(unknown) or '(none given)'}; choose from {', '.join(BRANCHES)}",
         )
         _check(len(set(b)) == len(b), f"lottery.branches = {b!r}: a branch is listed twice")
-        _check(
-            isinstance(self.rewind_iteration, int) and self.rewind_iteration >= 0,
-            f"lottery.rewind_iteration = {self.rewind_iteration!r}: must be an integer >= 0",
-        )
+        _nonnegative_int("lottery.rewind_iteration", self.rewind_iteration)
+        _flag("lottery.one_shot", self.one_shot)
+        _integer("lottery.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -207,8 +241,9 @@ class RuntimeConfig:
     device: str = "cpu"
     checkpoint_every: int = 1000  # iterations between resumable checkpoints
     threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default
-    # examples per forward pass when evaluating a whole split (at most; the MLP engine takes 1,000 or,
-    # with a sparse first layer, 512 at a time, which is faster: lth.stacked.MLPEngine.eval_chunk_limit)
+    # The most examples in one forward pass when evaluating a whole split: larger batches are
+    # faster until the activations no longer fit in memory. An engine may take fewer at a time
+    # where its kernels are faster on smaller chunks.
     eval_batch_size: int = 10_000
     deterministic: bool = False  # torch.use_deterministic_algorithms (matters on CUDA only)
     # Units of a level trained together as one vectorised computation; 0 = choose automatically
@@ -219,28 +254,30 @@ class RuntimeConfig:
     # point) and at the last iteration. Every number a unit reports (test accuracy at early stop,
     # final test accuracy) is the same; the history then holds test values at those points only.
     test_eval: str = "every"
-    # Flush denormal floats to zero on the CPU while training (lth.train.denormals_flushed): late
-    # in training ~10% of a confident classifier's softmax outputs are denormal and slow every
-    # product that reads them. Changes only values below 1.2e-38, but such last-bit differences
-    # can grow over thousands of iterations: the LeNet figure rerun with it matched the run without
-    # it bitwise in 137 of 245 units and statistically in all (docs/PERFORMANCE.md).
+    # Flush denormal floats to zero on the CPU while training: a confident classifier's softmax
+    # outputs are often denormal, and denormals slow every product that reads them. The price is
+    # last-bit differences (only values below 1.2e-38 change) that can grow over many iterations,
+    # so results agree with a run without it statistically rather than bitwise.
     flush_denormals: bool = True
 
     def __post_init__(self) -> None:
+        _name("runtime.device", self.device)
         _positive_int("runtime", "checkpoint_every", self.checkpoint_every)
+        _nonnegative_int("runtime.threads", self.threads, " (0 = PyTorch's default)")
         _positive_int("runtime", "eval_batch_size", self.eval_batch_size)
-        _check(self.threads >= 0, f"runtime.threads = {self.threads!r}: must be >= 0")
-        _check(isinstance(self.parallel_units, int) and self.parallel_units >= 0,
-               f"runtime.parallel_units = {self.parallel_units!r}: must be an integer >= 0 "
-               "(0 = automatic, 1 = one unit at a time)")
-        _check(self.test_eval in TEST_EVALS,
-               f"runtime.test_eval = {self.test_eval!r}: choose one of {', '.join(TEST_EVALS)} "
-               "(every = test metrics at every evaluation; best = only at new validation-loss minima "
-               "and the last iteration)")
+        _flag("runtime.deterministic", self.deterministic)
+        _nonnegative_int("runtime.parallel_units", self.parallel_units,
+                         " (0 = automatic, 1 = one unit at a time)")
+        _choice("runtime.test_eval", self.test_eval, TEST_EVALS,
+                note=" (every = test metrics at every evaluation; best = only at new validation-loss "
+                "minima and the last iteration)")
+        _flag("runtime.flush_denormals", self.flush_denormals)
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
+    """One experiment: a name (the start of its run directory's name) and one section per concern."""
+
     name: str = "experiment"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -250,6 +287,14 @@ class ExperimentConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
+        _name("name", self.name)
+        for section, cls in SECTIONS.items():
+            value = getattr(self, section)
+            _check(
+                isinstance(value, cls),
+                f"{section} = {value!r}: must be a {cls.__name__} (ExperimentConfig.from_dict builds "
+                "one from a dict of fields)",
+            )
         k = self.lottery.rewind_iteration
         _check(
             k < self.train.iterations,
@@ -265,9 +310,9 @@ class ExperimentConfig:
 
         Excluded: ``name``, ``runtime`` (how work runs), and ``lottery.levels``, ``lottery.trials``
         and ``lottery.branches``, which only add units: rerunning with more levels, trials or
-        branches extends the same run directory instead of starting over. Fields added in later
-        versions (``LATER_TRAIN_DEFAULTS``) are left out while at their defaults, so a run
-        directory made before they existed keeps its hash.
+        branches extends the same run directory instead of starting over. Fields in
+        ``LATER_TRAIN_DEFAULTS`` are left out while at their defaults, so a run directory named
+        before they existed keeps its hash.
         """
         d = self.to_dict()
         d.pop("runtime")
@@ -280,22 +325,28 @@ class ExperimentConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:
+        """Build from ``to_dict()``'s shape; lists become tuples, missing fields take defaults."""
+        _check(isinstance(d, Mapping), f"a configuration must be a mapping of sections, got {d!r}")
         kw: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in d:
                 continue
             v = d[f.name]
-            sub = _SECTIONS.get(f.name)
+            sub = SECTIONS.get(f.name)
             if sub is not None:
                 v = _build(sub, f.name, v)
             kw[f.name] = v
         unknown = set(d) - {f.name for f in fields(cls)}
-        _check(not unknown, f"unknown config section(s) {sorted(unknown)}; valid: {sorted(_SECTIONS)}")
+        _check(
+            not unknown,
+            f"unknown config section(s) {sorted(map(str, unknown))}{_did_you_mean(unknown, SECTIONS)}; "
+            f"valid: {sorted(SECTIONS)}",
+        )
         return cls(**kw)
 
 
-_SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "train": TrainConfig,
@@ -305,87 +356,31 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def _build(cls: type, section: str, values: dict[str, Any]) -> Any:
+def _did_you_mean(unknown: Any, valid: Any) -> str:
+    hints = [m for u in sorted(map(str, unknown)) for m in difflib.get_close_matches(u, list(valid), n=1, cutoff=0.5)]
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
+def _build(cls: type, section: str, values: Any) -> Any:
+    _check(
+        isinstance(values, Mapping),
+        f"{section} = {values!r}: must be a table of fields, e.g. {section}.{fields(cls)[0].name} = ...",
+    )
     names = {f.name for f in fields(cls)}
     unknown = set(values) - names
     _check(
         not unknown,
-        f"unknown field(s) {', '.join(f'{section}.{u}' for u in sorted(unknown))}; "
-        f"valid fields of {section}: {', '.join(sorted(names))}",
+        f"unknown field(s) {', '.join(f'{section}.{u}' for u in sorted(map(str, unknown)))}"
+        f"{_did_you_mean(unknown, names)}; valid fields of {section}: {', '.join(sorted(names))}",
     )
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return cls(**kw)
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    """A short stable hash of :meth:`ExperimentConfig.identity_dict`."""
+    """A short stable hash of :meth:`ExperimentConfig.identity_dict`; it names the run directory."""
     blob = json.dumps(cfg.identity_dict(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
-
-
-def _parse_value(text: str, current: Any, where: str) -> Any:
-    """Parse a --set value using the type of the field's current value as a guide."""
-    t = text.strip()
-    if isinstance(current, bool):
-        low = t.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{where} = {text!r}: expected true or false")
-    if isinstance(current, tuple):
-        if t in ("", "()", "[]"):
-            return ()
-        items = [x.strip() for x in t.strip("()[]").split(",") if x.strip()]
-        elem = current[0] if current else None
-        return tuple(_parse_scalar(x, elem, where) for x in items)
-    if t.lower() in ("none", "null") and (current is None or isinstance(current, float)):
-        return None
-    return _parse_scalar(t, current, where)
-
-
-def _parse_scalar(t: str, current: Any, where: str) -> Any:
-    if isinstance(current, str):
-        return t
-    try:
-        if isinstance(current, int) and not isinstance(current, bool):
-            v = float(t)
-            if not v.is_integer():
-                raise ValueError
-            return int(v)
-        if isinstance(current, float) or current is None:
-            v = float(t)
-            return int(v) if current is None and v.is_integer() and "." not in t and "e" not in t.lower() else v
-    except ValueError:
-        raise ConfigError(f"{where} = {t!r}: expected a {type(current).__name__}") from None
-    return t
-
-
-def apply_overrides(cfg: ExperimentConfig, assignments: list[str]) -> ExperimentConfig:
-    """Apply ``section.field=value`` assignments (the CLI's ``--set``)."""
-    d = cfg.to_dict()
-    for a in assignments:
-        if "=" not in a:
-            raise ConfigError(f"--set {a!r}: expected section.field=value, e.g. train.lr=0.001")
-        key, val = a.split("=", 1)
-        key = key.strip()
-        if key == "name":
-            d["name"] = val
-            continue
-        parts = key.split(".")
-        if len(parts) != 2 or parts[0] not in _SECTIONS:
-            raise ConfigError(
-                f"--set {a!r}: unknown key {key!r}; use section.field with section one of "
-                f"{', '.join(_SECTIONS)}"
-            )
-        section, name = parts
-        valid = {f.name for f in fields(_SECTIONS[section])}
-        if name not in valid:
-            raise ConfigError(
-                f"--set {a!r}: {section} has no field {name!r}; valid: {', '.join(sorted(valid))}"
-            )
-        d[section][name] = _parse_value(val, d[section][name], key)
-    return ExperimentConfig.from_dict(d)
 
 
 def with_section(cfg: ExperimentConfig, section: str, **changes: Any) -> ExperimentConfig:

@@ -1,11 +1,14 @@
 """Named configurations: the paper's experiments (Frankle & Carbin 2019, Table 1) and a quick demo.
 
-Each preset is a complete :class:`ExperimentConfig`; command-line flags and ``--set`` override it.
+Each preset is a complete :class:`ExperimentConfig` in a registry (``PRESETS``, filled by
+:func:`register_preset`); command-line flags, ``--set`` and configuration files override it.
 """
 
 from __future__ import annotations
 
-from .config import (
+from dataclasses import dataclass
+
+from .schema import (
     DataConfig,
     ExperimentConfig,
     LotteryConfig,
@@ -15,15 +18,33 @@ from .config import (
     TrainConfig,
 )
 
-PRESETS: dict[str, tuple[str, ExperimentConfig]] = {}
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str  # one line for `lth presets`
+    config: ExperimentConfig
+
+
+PRESETS: dict[str, Preset] = {}
 
 
 class PresetError(ValueError):
-    pass
+    """An unknown or conflicting preset name; the message lists the valid ones."""
 
 
-def _add(name: str, description: str, cfg: ExperimentConfig) -> None:
-    PRESETS[name] = (description, cfg)
+def register_preset(name: str, description: str, config: ExperimentConfig) -> ExperimentConfig:
+    """Add ``config`` to the registry under ``name`` and return it (so presets can build on it).
+
+    The configuration's own ``name`` must be the preset's, because it starts the run directory's
+    name; a name can be registered once, so a preset never silently changes meaning.
+    """
+    if name in PRESETS:
+        raise PresetError(f"preset {name!r} is already registered; pick another name")
+    if config.name != name:
+        raise PresetError(f"preset {name!r}: its configuration is named {config.name!r}; name it {name!r}")
+    PRESETS[name] = Preset(name, description, config)
+    return config
 
 
 def preset_names() -> list[str]:
@@ -34,14 +55,14 @@ def get_preset(name: str) -> ExperimentConfig:
     if name not in PRESETS:
         raise PresetError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)} "
                           "(see `lth presets`)")
-    return PRESETS[name][1]
+    return PRESETS[name].config
 
 
 def describe_presets() -> list[tuple[str, str]]:
-    return [(n, d) for n, (d, _) in PRESETS.items()]
+    return [(p.name, p.description) for p in PRESETS.values()]
 
 
-_add(
+register_preset(
     "digits-quick",
     "demo: IMP of a 100-50 MLP on scikit-learn's bundled 8x8 digits, 8 levels, 2 trials, "
     "ticket+reinit (no download, about a minute on 2 CPU cores)",
@@ -55,42 +76,57 @@ _add(
     ),
 )
 
-_LENET = ExperimentConfig(
-    name="lenet300-mnist",
-    data=DataConfig(dataset="mnist", val_size=5000),
-    model=ModelConfig(name="lenet300"),
-    # Table 1: Adam 1.2e-3, batch 60, 50K iterations; hidden layers 20%/level, output 10%/level.
-    train=TrainConfig(iterations=50_000, batch_size=60, optimizer="adam", lr=1.2e-3, eval_every=100),
-    prune=PruneConfig(strategy="layerwise", rate=0.2),
-    lottery=LotteryConfig(levels=15, trials=1, branches=("ticket", "reinit")),
+# Table 1: Adam 1.2e-3, batch 60, 50K iterations; hidden layers 20%/level, output 10%/level.
+_LENET = register_preset(
+    "lenet300-mnist",
+    "paper: LeNet-300-100 on MNIST (Adam 1.2e-3, batch 60, 50K it, fc 20%/output 10% per level)",
+    ExperimentConfig(
+        name="lenet300-mnist",
+        data=DataConfig(dataset="mnist", val_size=5000),
+        model=ModelConfig(name="lenet300"),
+        train=TrainConfig(iterations=50_000, batch_size=60, optimizer="adam", lr=1.2e-3, eval_every=100),
+        prune=PruneConfig(strategy="layerwise", rate=0.2),
+        lottery=LotteryConfig(levels=15, trials=1, branches=("ticket", "reinit")),
+    ),
 )
-_add("lenet300-mnist",
-     "paper: LeNet-300-100 on MNIST (Adam 1.2e-3, batch 60, 50K it, fc 20%/output 10% per level)",
-     _LENET)
-_add("lenet300-fashion",
-     "LeNet-300-100 on Fashion-MNIST with the MNIST protocol",
-     ExperimentConfig(name="lenet300-fashion", data=DataConfig(dataset="fashion-mnist", val_size=5000),
-                      model=_LENET.model, train=_LENET.train, prune=_LENET.prune,
-                      lottery=_LENET.lottery))
 
-# Conv-2/4/6 on CIFAR-10 (Table 1): conv layers pruned 10% (15% for Conv-6), fc 20%, output 10%.
-for _n, _it, _lr, _conv in ((2, 20_000, 2e-4, 0.1), (4, 25_000, 3e-4, 0.1), (6, 30_000, 3e-4, 0.15)):
-    _add(
-        f"conv{_n}-cifar10",
-        f"paper: Conv-{_n} on CIFAR-10 (Adam {_lr:g}, batch 60, {_it // 1000}K it, conv "
-        f"{int(_conv * 100)}%/fc 20%/output 10%)",
+register_preset(
+    "lenet300-fashion",
+    "LeNet-300-100 on Fashion-MNIST with the MNIST protocol",
+    ExperimentConfig(
+        name="lenet300-fashion",
+        data=DataConfig(dataset="fashion-mnist", val_size=5000),
+        model=_LENET.model,
+        train=_LENET.train,
+        prune=_LENET.prune,
+        lottery=_LENET.lottery,
+    ),
+)
+
+
+def _register_conv(n: int, iterations: int, lr: float, conv_rate: float) -> None:
+    register_preset(
+        f"conv{n}-cifar10",
+        f"paper: Conv-{n} on CIFAR-10 (Adam {lr:g}, batch 60, {iterations // 1000}K it, conv "
+        f"{int(conv_rate * 100)}%/fc 20%/output 10%)",
         ExperimentConfig(
-            name=f"conv{_n}-cifar10",
+            name=f"conv{n}-cifar10",
             data=DataConfig(dataset="cifar-10", val_size=5000),
-            model=ModelConfig(name=f"conv{_n}"),
-            train=TrainConfig(iterations=_it, batch_size=60, optimizer="adam", lr=_lr),
-            prune=PruneConfig(strategy="layerwise", rate=0.2, conv_rate=_conv),
+            model=ModelConfig(name=f"conv{n}"),
+            train=TrainConfig(iterations=iterations, batch_size=60, optimizer="adam", lr=lr),
+            prune=PruneConfig(strategy="layerwise", rate=0.2, conv_rate=conv_rate),
             lottery=LotteryConfig(levels=20, trials=1, branches=("ticket", "reinit")),
             runtime=RuntimeConfig(eval_batch_size=1000),
         ),
     )
 
-_add(
+
+# Conv-2/4/6 on CIFAR-10 (Table 1): conv layers pruned 10% (15% for Conv-6), fc 20%, output 10%.
+_register_conv(2, 20_000, 2e-4, 0.1)
+_register_conv(4, 25_000, 3e-4, 0.1)
+_register_conv(6, 30_000, 3e-4, 0.15)
+
+register_preset(
     "resnet20-cifar10",
     "paper: ResNet-20 on CIFAR-10 (SGD 0.03 momentum 0.9, 20K warm-up, 30K it, batch 128, global "
     "20%, rewind to 500)",
@@ -108,7 +144,7 @@ _add(
     ),
 )
 
-_add(
+register_preset(
     "vgg19-cifar10",
     "paper: VGG-19 on CIFAR-10 (SGD 0.1 momentum 0.9, 10K warm-up, 112K it, batch 64, global 20%)",
     ExperimentConfig(
