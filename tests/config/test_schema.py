@@ -55,7 +55,6 @@ PRESET_HASHES = {
         ("train", "batch_size", -5, ["train.batch_size", "-5", "positive"]),
         ("train", "optimizer", "adagrad", ["train.optimizer", "adagrad", "adam", "sgd"]),
         ("train", "lr", 0.0, ["train.lr", "positive"]),
-        ("lottery", "branches", ("ticket", "lucky"), ["lucky", "ticket", "reinit", "random_mask"]),
         ("lottery", "trials", 0, ["lottery.trials"]),
         ("lottery", "rewind_iteration", 60_000, ["rewind_iteration", "60000", "50000"]),
         ("prune", "strategy", "random", ["prune.strategy", "layerwise", "global"]),

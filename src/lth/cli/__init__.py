@@ -7,9 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import export, plot, presets, report, run
+from . import config, export, plot, presets, report, run
 
-COMMANDS = {"run": run, "presets": presets, "report": report, "plot": plot, "export": export}
+COMMANDS = {"run": run, "presets": presets, "config": config, "report": report, "plot": plot,
+            "export": export}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,10 +25,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..config import ConfigError
+    from ..config import ConfigError, PresetError
     from ..data import DataError
     from ..models import ModelError
-    from ..presets import PresetError
     from ..report import ReportError
     from ..store import StoreError
 

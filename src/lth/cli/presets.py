@@ -10,7 +10,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..presets import describe_presets
+    from ..config import describe_presets
 
     items = describe_presets()
     w = max(len(n) for n, _ in items)

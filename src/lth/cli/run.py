@@ -17,8 +17,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "Rerunning the same command continues where it stopped; more --levels, --trials or "
         "--branches extend the same run directory.",
     )
-    run.add_argument("--preset", default="digits-quick",
+    run.add_argument("--preset", default=None,
                      help="named configuration (see `lth presets`; default: digits-quick)")
+    run.add_argument("--config", type=Path, metavar="FILE",
+                     help="configuration file (.toml, or .yaml with PyYAML); `lth config --preset NAME` "
+                     "writes one to start from. Flags and --set apply on top")
     run.add_argument("--data-dir", help="folder holding mnist/, fashion-mnist/, cifar-10/ "
                      "(default: $LTH_DATA, then the user cache directory)")
     run.add_argument("--levels", type=int, help="pruning levels after the dense level 0")
@@ -69,9 +72,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
-    from ..presets import get_preset
+    """The run's configuration: a file or a preset, then flags, then ``--set``."""
+    from ..config import ConfigError, get_preset, load_config
 
-    cfg = get_preset(args.preset)
+    if args.config is not None:
+        if args.preset is not None:
+            raise ConfigError("give either --preset or --config, not both (a file may name its base "
+                              "with preset = \"...\")")
+        cfg = load_config(args.config)
+    else:
+        cfg = get_preset(args.preset or "digits-quick")
     branches = (None if args.branches is None
                 else tuple(b.strip() for b in args.branches.split(",") if b.strip()))
     flags = {  # (section, field): value given on the command line, None = not given

@@ -9,7 +9,6 @@ from .files import dump_config, load_config
 from .overrides import apply_overrides
 from .presets import PRESETS, Preset, PresetError, describe_presets, get_preset, preset_names, register_preset
 from .schema import (
-    BRANCHES,
     OPTIMIZERS,
     PRECISIONS,
     SECTIONS,
@@ -28,7 +27,6 @@ from .schema import (
 )
 
 __all__ = [
-    "BRANCHES",
     "OPTIMIZERS",
     "PRECISIONS",
     "PRESETS",
