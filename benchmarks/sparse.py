@@ -48,7 +48,7 @@ from lth.export import (
 from lth.export import decode_safetensors
 from lth.models import build_model
 from lth.pruning import density, prune_layerwise
-from lth.sparse import DEFAULT_THRESHOLD, SparseConv2d, SparseLinear, sparse_layers, sparsify
+from lth.tickets.sparse import DEFAULT_THRESHOLD, SparseConv2d, SparseLinear, sparse_layers, sparsify
 from lth.store import read_json, torch_load
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""`lth export`, the sparse ticket file, and the sparse inference path (lth.export, lth.sparse).
+"""`lth export`, the sparse ticket file, and loading it as sparse modules (lth.export).
 
 One tiny real run (digits, 60 iterations, 2 levels at 75% pruning per level) is built once per
 module; tests that damage a run work on a copy of it.
@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
-from torch import nn
 
 from lth.config import ExperimentConfig
 from lth.data import load_splits
@@ -39,8 +38,8 @@ from lth.export import (
 from lth.lottery import Lottery
 from lth.models import build_model
 from lth.presets import get_preset
-from lth.sparse import DEFAULT_THRESHOLD, SparseConv2d, SparseLinear, sparse_layers, sparsify
 from lth.store import RunStore, torch_load
+from lth.tickets.sparse import sparse_layers
 
 BRANCHES = ("ticket", "reinit", "random_mask")
 
@@ -313,90 +312,7 @@ def test_export_is_much_smaller_than_the_dense_checkpoint_at_high_sparsity(run, 
     assert "% of the dense float32 checkpoint" in str(sizes["float32"])
 
 
-# --------------------------------------------------------------------------- sparse modules
-
-
-def random_linear(i: int, o: int, density: float, seed: int, bias: bool = True):
-    g = torch.Generator().manual_seed(seed)
-    layer = nn.Linear(i, o, bias=bias)
-    mask = torch.rand(o, i, generator=g) < density
-    with torch.no_grad():
-        layer.weight.copy_(torch.randn(o, i, generator=g) * mask)
-        if bias:
-            layer.bias.copy_(torch.randn(o, generator=g))
-    return layer, mask
-
-
-@pytest.mark.parametrize("density", [0.0, 0.02, 0.3, 1.0])
-@pytest.mark.parametrize("batch", [1, 7, 256])
-def test_sparse_linear_equals_dense_linear(density, batch):
-    layer, mask = random_linear(83, 41, density, seed=batch)
-    sp = SparseLinear.from_dense(layer, mask)
-    assert sp.nnz == int(mask.sum())
-    x = torch.randn(batch, 83)
-    with torch.no_grad():
-        ref = layer(x)
-        out = sp(x)
-    assert out.shape == ref.shape
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(sp.to_dense().weight, layer.weight, rtol=0, atol=0)
-
-
-def test_sparse_linear_takes_nd_inputs_no_bias_and_chains_without_copies():
-    a, ma = random_linear(20, 30, 0.1, seed=1, bias=False)
-    b, mb = random_linear(30, 5, 0.2, seed=2)
-    sa, sb = SparseLinear.from_dense(a), SparseLinear.from_dense(b, mb)
-    x = torch.randn(4, 3, 20)
-    with torch.no_grad():
-        torch.testing.assert_close(sa(x), a(x), rtol=1e-5, atol=1e-5)
-        h = torch.relu(sa(x.reshape(12, 20)))
-        assert h.t().is_contiguous()  # feature-major layout survives the ReLU
-        torch.testing.assert_close(sb(h), b(torch.relu(a(x.reshape(12, 20)))), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(nn.Linear.forward(b, h), b(h.contiguous()))  # dense after sparse
-
-
-@pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 0, 1), (1, 2, 2)])
-def test_sparse_conv2d_equals_dense_conv2d(stride, padding, dilation):
-    g = torch.Generator().manual_seed(stride + padding)
-    conv = nn.Conv2d(3, 8, 3, stride=stride, padding=padding, dilation=dilation)
-    mask = torch.rand(conv.weight.shape, generator=g) < 0.2
-    with torch.no_grad():
-        conv.weight.mul_(mask)
-    sp = SparseConv2d.from_dense(conv, mask)
-    x = torch.randn(5, 3, 11, 13, generator=g)
-    with torch.no_grad():
-        torch.testing.assert_close(sp(x), conv(x), rtol=1e-5, atol=1e-5)
-
-
-def test_sparsify_converts_only_layers_below_the_threshold():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    with torch.no_grad():
-        model[1].weight.mul_(torch.rand(32, 64) < 0.05)
-    sp = sparsify(model)
-    assert isinstance(sp[1], SparseLinear) and isinstance(sp[3], nn.Linear)
-    assert isinstance(model[1], nn.Linear)  # not in place by default
-    assert set(sparse_layers(sparsify(model, 1.0))) == {"1"}  # the other layer has no zero
-    x = torch.randn(9, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(sp(x), model(x), rtol=1e-5, atol=1e-5)
-    assert 0 < DEFAULT_THRESHOLD < 1
-    with pytest.raises(ValueError, match="threshold"):
-        sparsify(model, 0.0)
-    conv = nn.Sequential(nn.Conv2d(1, 4, 3))
-    assert not sparse_layers(sparsify(conv, 1.0))
-    with torch.no_grad():
-        conv[0].weight.mul_(0)
-    assert isinstance(sparsify(conv, 1.0, convs=True)[0], SparseConv2d)
-
-
-@pytest.mark.parametrize("conv", [nn.Conv2d(2, 4, 3, groups=2), nn.Conv2d(1, 4, 3, padding="same"),
-                                  nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect")])
-def test_unsupported_convolutions_stay_dense_and_are_refused_by_from_dense(conv):
-    with torch.no_grad():
-        conv.weight.mul_(0)
-    assert not sparse_layers(sparsify(nn.Sequential(conv), 1.0, convs=True))
-    with pytest.raises(ValueError, match="groups=1"):
-        SparseConv2d.from_dense(conv)
+# --------------------------------------------------------------------------- sparse loading
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

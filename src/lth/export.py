@@ -664,8 +664,8 @@ def load_ticket(path: Path | str, *, sparse: bool | str = False, device: str = "
 
     Args:
         sparse: ``False``: plain dense module. ``"auto"``: Linear layers whose density is below
-            ``threshold`` (default :data:`lth.sparse.DEFAULT_THRESHOLD`, where the sparse product
-            measured faster on CPU) become :class:`lth.sparse.SparseLinear`. ``True``: every
+            ``threshold`` (default :data:`lth.tickets.sparse.DEFAULT_THRESHOLD`, where the sparse product
+            measured faster on CPU) become :class:`lth.tickets.sparse.SparseLinear`. ``True``: every
             Linear layer with at least one pruned weight becomes sparse (unless ``threshold``).
         device: where to put the module (the sparse path is measured on CPU).
     """
@@ -674,7 +674,7 @@ def load_ticket(path: Path | str, *, sparse: bool | str = False, device: str = "
     ticket = read_ticket(path)
     model = ticket.build_model()
     if sparse:
-        from .sparse import sparsify
+        from .tickets.sparse import sparsify
 
         thr = threshold if threshold is not None else (1.0 if sparse is True else None)
         model = sparsify(model, thr, masks=ticket.masks, inplace=True)

@@ -1,0 +1,1 @@
+"""Compact lottery tickets: sparse modules for inference (:mod:`lth.tickets.sparse`)."""
