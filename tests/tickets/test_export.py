@@ -1,79 +1,28 @@
-"""`lth export`, the sparse ticket file, and loading it as sparse modules (lth.export).
-
-One tiny real run (digits, 60 iterations, 2 levels at 75% pruning per level) is built once per
-module; tests that damage a run work on a copy of it.
-"""
+"""lth.tickets.export: exporting a run's unit, reading it back, sizes, and run-directory errors."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import shutil
-import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
 
 from lth.config import ExperimentConfig
-from lth.data import load_splits
-from lth.export import (
+from lth.lottery import Lottery
+from lth.models import build_model
+from lth.store import RunStore, torch_load
+from lth.tickets import (
     ExportError,
-    TicketFormatError,
-    add_export_parser,
-    cmd_export,
-    decode_mask,
-    decode_safetensors,
     dense_checkpoint_bytes,
-    encode_mask,
-    encode_safetensors,
     export_size,
     export_ticket,
     load_ticket,
     read_ticket,
+    sparse_layers,
 )
-from lth.lottery import Lottery
-from lth.models import build_model
-from lth.presets import get_preset
-from lth.store import RunStore, torch_load
-from lth.tickets.sparse import sparse_layers
-
-BRANCHES = ("ticket", "reinit", "random_mask")
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, digits) -> Path:
-    """A finished run: levels 0-2, branches ticket/reinit/random_mask; hidden layers keep 25%
-    per level (6.25% at level 2), the output layer 62.5% per level."""
-    d = get_preset("digits-quick").to_dict()
-    d["train"].update(iterations=60, eval_every=30)
-    d["lottery"].update(levels=2, trials=1, branches=BRANCHES)
-    d["prune"].update(rate=0.75)
-    cfg = ExperimentConfig.from_dict(d)
-    with RunStore.open(cfg, root=tmp_path_factory.mktemp("runs")) as store:
-        Lottery(cfg, store, digits, log=lambda s: None).run()
-        return store.path
-
-
-@pytest.fixture
-def run_copy(run, tmp_path) -> Path:
-    dst = tmp_path / run.name
-    shutil.copytree(run, dst)
-    return dst
-
-
-def stored_mask(run: Path, level: int, branch: str) -> dict[str, torch.Tensor]:
-    udir = run / f"trial_0/level_{level}"
-    path = udir / branch / "mask.pt" if (udir / branch / "mask.pt").exists() else udir / "mask.pt"
-    return torch_load(path)
-
-
-def masked(state: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v * mask[k] if k in mask else v for k, v in state.items()}
-
+from tests.tickets.helpers import BRANCHES, masked, parse_header, stored_mask
 
 # --------------------------------------------------------------------------- round trips
 
@@ -182,111 +131,12 @@ def test_auto_stores_a_fully_kept_layer_dense_without_a_mask(run, tmp_path):
     assert "hidden.0.weight.bitmap" in forced
 
 
-# --------------------------------------------------------------------------- the file format
-
-
-def parse_header(data: bytes) -> tuple[dict, dict, int]:
-    """An independent safetensors header parser (the spec: u64 LE length, JSON, raw bytes)."""
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    meta = header.pop("__metadata__")
-    return header, meta, 8 + n
-
-
-def test_file_is_valid_safetensors(run, tmp_path):
-    path = export_ticket(run, 2, out=tmp_path / "t.safetensors")
-    data = path.read_bytes()
-    header, meta, start = parse_header(data)
-    assert start % 8 == 0  # header padded so tensor data is aligned
-    assert all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
-    sizes = {"F32": 4, "F16": 2, "BF16": 2, "I16": 2, "I32": 4, "I64": 8, "U8": 1}
-    spans = sorted((h["data_offsets"][0], h["data_offsets"][1], n) for n, h in header.items())
-    end = 0
-    for lo, hi, name in spans:
-        h = header[name]
-        assert lo == end, f"hole or overlap before {name}"
-        assert hi - lo == math.prod(h["shape"]) * sizes[h["dtype"]]
-        assert (start + lo) % sizes[h["dtype"]] == 0, f"{name} is not aligned"
-        end = hi
-    assert start + end == len(data)
-    # decode one tensor by hand: the first hidden layer's surviving values
-    h = header["hidden.0.weight.values"]
-    lo, hi = h["data_offsets"]
-    values = np.frombuffer(data[start + lo:start + hi], dtype="<f4")
-    final = torch_load(run / "trial_0/level_2/ticket/final.pt")["hidden.0.weight"]
-    mask = stored_mask(run, 2, "ticket")["hidden.0.weight"]
-    assert np.array_equal(values, final[mask].numpy())
-    bits = header["hidden.0.weight." + json.loads(meta["mask_formats"])["hidden.0.weight"]]
-    if bits["dtype"] == "U8":  # documented bit order: little, row-major
-        lo, hi = bits["data_offsets"]
-        unpacked = np.unpackbits(np.frombuffer(data[start + lo:start + hi], np.uint8), bitorder="little")
-        assert np.array_equal(unpacked[:mask.numel()].astype(bool), mask.reshape(-1).numpy())
-
-
-def test_reference_safetensors_reader_agrees(run, tmp_path):
-    pytest.importorskip("safetensors")
-    from safetensors import safe_open
-
-    path = export_ticket(run, 2, dtype="bfloat16", out=tmp_path / "t.safetensors")
-    ours, meta = decode_safetensors(path.read_bytes())
-    with safe_open(str(path), framework="pt") as f:
-        assert f.metadata() == meta
-        assert set(f.keys()) == set(ours)
-        for k in f.keys():
-            t = f.get_tensor(k)
-            assert t.dtype == ours[k].dtype and torch.equal(t, ours[k]), k
-
-
-def test_encoder_round_trips_every_dtype_and_empty_tensors():
-    tensors = {
-        "f32": torch.randn(3, 5), "f16": torch.randn(7).half(), "bf16": torch.randn(2, 2).bfloat16(),
-        "i16": torch.tensor([1, -2, 300], dtype=torch.int16), "i64": torch.tensor(7),
-        "u8": torch.tensor([0, 255], dtype=torch.uint8), "empty": torch.empty(0, dtype=torch.int32),
-        "b": torch.tensor([True, False, True]),
-    }
-    got, meta = decode_safetensors(encode_safetensors(tensors, {"a": "1"}))
-    assert meta == {"a": "1"}
-    for k, v in tensors.items():
-        assert got[k].dtype == v.dtype and got[k].shape == v.shape and torch.equal(got[k], v), k
-
-
-@pytest.mark.parametrize("damage, words", [
-    (lambda d: d[:5], "8-byte header length"),
-    (lambda d: struct.pack("<Q", 10**9) + d[8:], "exceeds the file"),
-    (lambda d: d[:8] + b"[" + d[9:], "not UTF-8 JSON"),
-    (lambda d: d[:-4], "outside the data"),
-    (lambda d: d + b"\0" * 8, "trailing bytes"),
-])
-def test_damaged_files_are_rejected_with_the_reason(run, tmp_path, damage, words):
-    data = export_ticket(run, 1, out=tmp_path / "t.safetensors").read_bytes()
-    bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(damage(data))
-    with pytest.raises(TicketFormatError, match=words):
-        read_ticket(bad)
-
-
-def test_a_safetensors_file_that_is_not_a_ticket_is_named_as_such(tmp_path):
-    path = tmp_path / "other.safetensors"
-    path.write_bytes(encode_safetensors({"w": torch.ones(2)}, {"format": "pt"}))
-    with pytest.raises(TicketFormatError, match="not an lth ticket"):
-        read_ticket(path)
-    with pytest.raises(ExportError, match="does not exist"):
-        read_ticket(tmp_path / "nope.safetensors")
-
-
-@settings(max_examples=60, deadline=None)
-@given(shape=st.sampled_from([(1,), (7,), (8,), (3, 5), (181, 181), (32769,), (2, 3, 3, 3)]),
-       p=st.sampled_from([0.0, 0.01, 0.3, 0.9, 1.0]), seed=st.integers(0, 2**16))
-def test_mask_codec_round_trips(shape, p, seed):
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.rand(shape, generator=g) < p
-    for fmt in ("bitmap", "indices"):
-        enc = encode_mask(mask, fmt)
-        assert torch.equal(decode_mask(fmt, enc, shape), mask)
-        if fmt == "indices":
-            assert enc.dtype == (torch.int16 if math.prod(shape) <= 2**15 else torch.int32)
-        else:
-            assert enc.numel() == (math.prod(shape) + 7) // 8
+def test_default_path_and_a_directory_as_out(run_copy):
+    path = export_ticket(run_copy, 1, branch="reinit", dtype="bfloat16")
+    assert path == run_copy / "exports" / "trial0_level1_reinit_final_bfloat16.safetensors"
+    assert read_ticket(path).metadata["branch"] == "reinit"
+    with pytest.raises(ExportError, match=r"is a directory; give a file name, e.g. .*trial0_level1_ticket_final"):
+        export_ticket(run_copy, 1, out=run_copy / "exports")
 
 
 # --------------------------------------------------------------------------- sizes
@@ -312,7 +162,23 @@ def test_export_is_much_smaller_than_the_dense_checkpoint_at_high_sparsity(run, 
     assert "% of the dense float32 checkpoint" in str(sizes["float32"])
 
 
-# --------------------------------------------------------------------------- sparse loading
+def test_file_size_is_payload_plus_header(run, tmp_path):
+    """The bytes are what the format says they are: values, masks and dense tensors in their
+    dtypes, plus the 8-byte length and the JSON header padded to a multiple of 8."""
+    path = export_ticket(run, 2, out=tmp_path / "t.safetensors")
+    data = path.read_bytes()
+    header, _, start = parse_header(data)
+    ticket = read_ticket(path)
+    payload = 0
+    for info in ticket.metadata["layers"].values():
+        numel, nnz = math.prod(info["shape"]), info["nnz"]
+        payload += 4 * nnz + ((numel + 7) // 8 if info["mask_format"] == "bitmap" else 2 * nnz)
+    payload += sum(4 * t.numel() for k, t in ticket.state_dict.items() if k not in ticket.masks)
+    assert len(data) == start + payload and start % 8 == 0
+    assert len(header) == 2 * len(ticket.masks) + len(ticket.state_dict) - len(ticket.masks)
+
+
+# --------------------------------------------------------------------------- loading
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -336,39 +202,8 @@ def test_sparse_ticket_gives_the_dense_tickets_outputs_on_real_data(run, tmp_pat
         torch.testing.assert_close(every(digits.test_x), plain(digits.test_x), rtol=1e-5, atol=1e-5)
     with pytest.raises(ExportError, match="sparse="):
         load_ticket(path, sparse="yes")
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def export_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lth")
-    add_export_parser(parser.add_subparsers(dest="command"))
-    return cmd_export(parser.parse_args(["export", *argv]))
-
-
-def test_cli_export_writes_the_file_and_prints_its_size(run_copy, capsys):
-    assert export_cli([str(run_copy), "--level", "2", "--dtype", "float16"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    path = run_copy / "exports" / "trial0_level2_ticket_final_float16.safetensors"
-    assert out[0] == str(path) and path.is_file()
-    size = export_size(path)
-    assert f"{size.file_bytes:,} bytes = {100 * size.fraction:.1f}% of the dense" in out[1]
-    assert "float16 values" in out[1]
-    target = run_copy / "x" / "mine.safetensors"
-    assert export_cli([str(run_copy), "--level", "1", "--branch", "random_mask", "--weights", "init",
-                       "--mask-format", "indices", "--out", str(target)]) == 0
-    meta = read_ticket(target).metadata
-    assert (meta["branch"], meta["weights"], set(meta["mask_formats"].values())) == \
-        ("random_mask", "init", {"indices"})
-
-
-def test_cli_export_reports_errors_on_one_line_with_code_2(run, tmp_path, capsys):
-    assert export_cli([str(tmp_path / "nowhere"), "--level", "1"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("lth: error:") and "does not exist" in err
-    with pytest.raises(SystemExit):  # argparse rejects an unknown dtype itself
-        export_cli([str(run), "--level", "1", "--dtype", "float64"])
+    # an explicit threshold overrides both defaults: 0.5 also takes the 39% output layer
+    assert set(sparse_layers(load_ticket(path, sparse="auto", threshold=0.5))) == {"hidden.0", "hidden.1", "out"}
 
 
 # --------------------------------------------------------------------------- errors
@@ -402,16 +237,30 @@ def test_failed_unit_unknown_branch_trial_and_bad_choices(run, run_copy):
     res.write_text(json.dumps({**rec, "status": "failed", "error": "loss is nan at iteration 7"}))
     with pytest.raises(ExportError, match=r"failed during training \(loss is nan at iteration 7\).*: 0, 2"):
         export_ticket(run_copy, 1)
-    with pytest.raises(ExportError, match=r"unknown branch 'lucky'; this run has branches: random_mask, reinit, ticket"):
+    with pytest.raises(ExportError,
+                       match=r"unknown branch 'lucky'; this run has branches: random_mask, reinit, ticket"):
         export_ticket(run, 1, branch="lucky")
     with pytest.raises(ExportError, match=r"trial 3 not found .*trials present: 0"):
         export_ticket(run, 1, trial=3)
     with pytest.raises(ExportError, match="level 0 is the dense network"):
         export_ticket(run, 0, branch="reinit")
-    with pytest.raises(ExportError, match=r"dtype 'float64' is not supported; choose one of float32, float16, bfloat16"):
+    with pytest.raises(ExportError,
+                       match=r"dtype 'float64' is not supported; choose one of float32, float16, bfloat16"):
         export_ticket(run, 1, dtype="float64")
     with pytest.raises(ExportError, match="mask format 'csr'"):
         export_ticket(run, 1, mask_format="csr")
     with pytest.raises(ExportError, match="weights 'best'"):
         export_ticket(run, 1, weights="best")
     assert issubclass(ExportError, ValueError)
+
+
+def test_incomplete_run_directory_names_the_missing_file(run_copy):
+    (run_copy / "trial_0/level_2/ticket/final.pt").unlink()
+    with pytest.raises(ExportError, match=r"final.pt is missing although the unit finished"):
+        export_ticket(run_copy, 2)
+    (run_copy / "trial_0/theta0.pt").unlink()
+    with pytest.raises(ExportError, match=r"theta0.pt is missing.*use --weights final"):
+        export_ticket(run_copy, 2, branch="random_mask", weights="init")
+    (run_copy / "trial_0/level_1/mask.pt").unlink()
+    with pytest.raises(ExportError, match=r"mask.pt is missing although the level finished"):
+        export_ticket(run_copy, 1)
