@@ -8,12 +8,12 @@ Uses a finished LeNet-300-100 MNIST run (``lth run --preset lenet300-mnist``, la
     sparse) and scored on the 10,000 MNIST test images, next to the accuracy the run recorded.
 (b) Latency of a batch of real MNIST test images through the ticket's network as a dense module
     (pruned weights stored as zeros, what ``final.pt`` gives) and with its pruned Linear layers
-    replaced by ``lth.sparse.SparseLinear`` (``load_ticket(sparse=True)``, every layer, and
+    replaced by ``lth.tickets.SparseLinear`` (``load_ticket(sparse=True)``, every layer, and
     ``sparse="auto"``, the default density threshold), for masks at about 100, 51, 21, 7, 3.6 and
     1.8% (the run's levels 0, 3, 7, 12, 15; 1.8% = level 15's trained weights magnitude-pruned three
     more layerwise 20%/10% rounds, without retraining, since the run stops at level 15) and batches
     1, 64, 256, 1024; per thread count.
-(c) Single-layer crossover (what ``lth.sparse.DEFAULT_THRESHOLD`` is chosen from): dense
+(c) Single-layer crossover (what ``lth.tickets.DEFAULT_THRESHOLD`` is chosen from): dense
     ``F.linear`` vs ``SparseLinear`` for LeNet's 300x784 and 100x300 layers, random masks, batch 256.
 (d) One 3x3 convolution (64 -> 64 channels, 32x32, batch 8): dense vs ``SparseConv2d`` (unfold).
 
@@ -37,19 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import command_line, machine_info, write_results
-
 from lth.data import load_splits
-from lth.export import (
-    dense_checkpoint_bytes,
-    export_ticket,
-    load_ticket,
-    read_ticket,
-)
-from lth.export import decode_safetensors
 from lth.models import build_model
 from lth.pruning import density, prune_layerwise
-from lth.sparse import DEFAULT_THRESHOLD, SparseConv2d, SparseLinear, sparse_layers, sparsify
 from lth.store import read_json, torch_load
+from lth.tickets import dense_checkpoint_bytes, export_ticket, load_ticket, read_ticket
+from lth.tickets.format import read_safetensors
+from lth.tickets.sparse import DEFAULT_THRESHOLD, SparseConv2d, SparseLinear, sparse_layers, sparsify
 
 ROOT = Path(__file__).resolve().parents[1]
 DENSITIES = (1.0, 0.51, 0.21, 0.07, 0.036, 0.018)
@@ -124,7 +118,7 @@ def nearest_level(run_dir: Path, trial: int, target: float) -> tuple[int, float]
 def breakdown(path: Path) -> dict[str, int]:
     """Bytes of the file by kind: surviving values, masks, dense tensors, header."""
     data = path.read_bytes()
-    tensors, _ = decode_safetensors(data)
+    tensors, _ = read_safetensors(path)
     out = {"values": 0, "masks": 0, "dense_tensors": 0}
     for name, t in tensors.items():
         kind = ("values" if name.endswith(".values") else

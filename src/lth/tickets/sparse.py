@@ -3,35 +3,24 @@
 A lottery ticket at 3.6% of its weights still runs as fast as the dense network when its pruned
 weights are stored as zeros. This module swaps such layers for modules that hold the weight as a
 compressed sparse row (CSR) matrix and multiply with MKL's sparse kernels (PyTorch's CPU build).
-
-How the product is formed (measured on a 2-core Xeon, AVX-512, torch 2.13, one thread; see
-``benchmarks/sparse.py`` and ``benchmarks/results/sparse.md``):
+The numbers behind each choice below are in ``benchmarks/results/sparse.md`` (``benchmarks/sparse.py``).
 
 * ``y = x @ W.T + b`` is computed transposed, ``y.T = addmm(b[:, None], W_csr, x.T)``: the CSR
   kernel then streams whole contiguous rows of ``x.T`` (one row per input feature, ``batch``
-  values long) for every stored weight, which vectorises well. For LeNet's 300x784 layer at 3.5%
-  density and batch 256 this takes 115 us against 840 us for the dense ``F.linear``.
-* Every other formulation tried was slower: ``torch.sparse.mm(W_csr, x.T).T + b`` (an extra pass
-  for the bias), COO weights (1.3-12x slower than CSR), dense ``x @ W_csr.T`` (slower than
-  dense), ``F.linear(x, W_csr, b)`` (2.5x slower than ``addmm``), 64-bit CSR indices (5% slower
-  than 32-bit ones).
-* ``x.T`` must be contiguous, and transposing a row-major batch costs as much as the sparse
-  product itself (256x784: 120-150 us with ``x.T.contiguous()``, 80 us with NumPy's transposing
-  copy, which is therefore used). The other saving: the result is returned as the transposed
-  *view* ``y.T`` of the ``(out, batch)`` product, so the next sparse layer finds its ``x.T``
-  already contiguous (elementwise layers such as ReLU keep that layout). A chain of sparse layers
-  therefore pays for one transpose, at the network input. That transpose is single-threaded, so
-  with 2 threads (dense GEMM 1.6x faster, sparse product 1.9x) LeNet at 3.6% gains 2.2x instead of
-  the 3.2x of one thread.
-* Crossover: at batch 256 and one thread the sparse layer (input transpose included) beat
-  ``F.linear`` below 17-25% density for both of LeNet's layer shapes, depending on the run (the
-  machine is shared); below 15% it won in every run, hence :data:`DEFAULT_THRESHOLD` = 0.15.
+  values long) for every stored weight, which vectorises well. The other formulations are slower:
+  ``torch.sparse.mm(W_csr, x.T).T + b`` (an extra pass for the bias), COO weights, dense
+  ``x @ W_csr.T``, ``F.linear(x, W_csr, b)`` and 64-bit CSR indices.
+* ``x.T`` must be contiguous, and transposing a row-major batch costs about as much as the sparse
+  product itself (NumPy's transposing copy is the cheaper one, so it is used). The result is
+  returned as the transposed *view* ``y.T`` of the ``(out, batch)`` product, so the next sparse
+  layer finds its ``x.T`` already contiguous (elementwise layers such as ReLU keep that layout):
+  a chain of sparse layers pays for one transpose, at the network input. That transpose is
+  single-threaded, so the gain shrinks with more threads.
 * Small batches do not pay: at batch 1 the per-call overhead of the sparse kernel (about 10 us
-  per layer) eats the saving, and LeNet at 3.6% runs at 0.9-1.1x the dense speed.
-* Convolutions: ``unfold`` (im2col) alone costs 4x oneDNN's whole dense 3x3 convolution, so
-  :class:`SparseConv2d` is slower than the dense layer at every density measured (down to 2%).
-  It exists for completeness (and memory: it stores only the surviving weights) and is used only
-  when asked for (``sparsify(..., convs=True)``).
+  per layer) eats the saving.
+* Convolutions: ``unfold`` (im2col) alone costs more than oneDNN's whole dense 3x3 convolution, so
+  :class:`SparseConv2d` is slower than the dense layer at every density. It exists for memory (it
+  stores only the surviving weights) and is used only when asked for (``sparsify(..., convs=True)``).
 
 These modules are for inference: they hold no ``nn.Parameter`` and are not meant to be trained.
 Outputs equal the dense layer's up to floating-point summation order (tested).
@@ -41,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -57,9 +46,9 @@ __all__ = [
     "to_csr",
 ]
 
-#: Layers whose fraction of surviving weights is below this become sparse in ``sparsify``.
-#: Chosen from ``benchmarks/sparse.py`` (batch 256, 1 thread): the sparse product beat the dense
-#: one below 17-25% density for LeNet-300-100's layers, and below 15% in every run.
+#: Layers whose fraction of surviving weights is below this become sparse in ``sparsify``: below
+#: 15% density the CSR product (input transpose included) is faster than the dense GEMM on CPU at
+#: batch 256 for LeNet-300-100's layers, with a margin for timing noise.
 DEFAULT_THRESHOLD = 0.15
 
 
@@ -116,7 +105,7 @@ class SparseLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().reshape(-1, 1).clone())
 
     @classmethod
-    def from_dense(cls, layer: nn.Linear, mask: torch.Tensor | None = None) -> "SparseLinear":
+    def from_dense(cls, layer: nn.Linear, mask: torch.Tensor | None = None) -> SparseLinear:
         """The sparse twin of ``layer``; ``mask`` (bool) selects the stored weights (default: the
         nonzeros). Weights outside the mask are dropped, i.e. treated as pruned."""
         w = layer.weight.detach()
@@ -182,7 +171,7 @@ class SparseConv2d(nn.Module):
         return conv.groups == 1 and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 
     @classmethod
-    def from_dense(cls, conv: nn.Conv2d, mask: torch.Tensor | None = None) -> "SparseConv2d":
+    def from_dense(cls, conv: nn.Conv2d, mask: torch.Tensor | None = None) -> SparseConv2d:
         if not cls.supports(conv):
             raise ValueError("SparseConv2d supports groups=1, padding_mode='zeros' and numeric "
                              f"padding only; got {conv}")

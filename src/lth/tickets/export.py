@@ -1,0 +1,264 @@
+"""Export a lottery ticket as one genuinely sparse file, and load it back.
+
+A ticket in a run directory is a dense ``final.pt`` plus a boolean ``mask.pt``: at 3.6% of the
+weights remaining it still takes the dense network's bytes twice over. :func:`export_ticket`
+writes only what survives into one safetensors file (layout: :mod:`lth.tickets.format`);
+:func:`read_ticket` and :func:`load_ticket` turn such a file back into tensors or a model.
+
+torch and the rest of the library are imported inside the functions: the command line imports
+this package and must start without them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _units
+from .errors import ExportError, TicketFormatError
+from .format import (
+    BITMAP_BIT_ORDER,
+    DTYPES,
+    FORMAT,
+    FORMAT_VERSION,
+    pack_state,
+    parse_metadata,
+    read_safetensors,
+    serialize,
+    unpack_state,
+)
+from .masks import MASK_FORMATS
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "WEIGHTS",
+    "ExportSize",
+    "Ticket",
+    "default_export_path",
+    "dense_checkpoint_bytes",
+    "export_size",
+    "export_ticket",
+    "load_ticket",
+    "read_ticket",
+]
+
+#: ``final`` = the unit's trained weights; ``init`` = the weights it started training from.
+WEIGHTS = ("final", "init")
+
+
+def _check_choice(what: str, value: str, allowed: tuple[str, ...], flag: str) -> None:
+    if value not in allowed:
+        raise ExportError(f"{what} {value!r} is not supported; choose one of {', '.join(allowed)} "
+                          f"(with {flag})")
+
+
+def default_export_path(run_dir: Path | str, level: int, *, trial: int = 0, branch: str = "ticket",
+                        weights: str = "final", dtype: str = "float32") -> Path:
+    """``<run>/exports/trial<T>_level<L>_<branch>_<weights>_<dtype>.safetensors``."""
+    return (Path(run_dir) / "exports"
+            / f"trial{trial}_level{level}_{branch}_{weights}_{dtype}.safetensors")
+
+
+def export_ticket(run_dir: Path | str, level: int, *, trial: int = 0, branch: str = "ticket",
+                  weights: str = "final", dtype: str = "float32", mask_format: str = "auto",
+                  out: Path | str | None = None) -> Path:
+    """Write the ticket of (trial, level, branch) of a finished run as one sparse safetensors file.
+
+    Args:
+        run_dir: the run directory ``lth run`` made (``<out>/<name>-<hash>``).
+        level: pruning level (0 = dense); must be finished for ``branch``.
+        trial, branch: which unit (``ticket``, ``reinit``, ``random_mask``, ...).
+        weights: ``"final"`` (trained weights) or ``"init"`` (the weights the unit started from,
+            masked: the winning ticket's initialisation for ``branch="ticket"``).
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` for the stored values.
+        mask_format: ``"auto"`` (smaller of the two per layer), ``"bitmap"`` or ``"indices"``.
+        out: output file; default :func:`default_export_path`.
+
+    Returns the path written (atomically). Raises :class:`ExportError` with the fix in the message.
+    """
+    import lth
+
+    from ..config import config_hash
+    from ..models import build_model, prunable_parameters
+    from ..pruning import density
+    from ..store import atomic_write_bytes
+
+    _check_choice("weights", weights, WEIGHTS, "--weights")
+    _check_choice("dtype", dtype, DTYPES, "--dtype")
+    _check_choice("mask format", mask_format, MASK_FORMATS, "--mask-format")
+    unit = _units.resolve_unit(run_dir, int(level), int(trial), branch)
+    cfg = unit.cfg
+    input_shape, num_classes = _units.model_spec(cfg)
+
+    def new_model() -> nn.Module:
+        return build_model(cfg.model.name, input_shape, num_classes)
+
+    model = new_model()
+    mask = _units.unit_mask(unit, model)
+    expected = dict(model.state_dict())
+    state = _units.final_state(unit) if weights == "final" else _units.init_state(unit, new_model)
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise ExportError(f"the stored weights of {unit.dir} do not fit model {cfg.model.name!r} "
+                          "built from the run's config.json; was the run directory edited?")
+    unknown = [n for n in mask if n not in expected or mask[n].shape != expected[n].shape]
+    if unknown:
+        raise ExportError(f"the mask of {unit.dir} names weights the model lacks or shapes that "
+                          f"differ: {', '.join(unknown)}")
+
+    tensors, layers = pack_state(state, mask, dtype=dtype, mask_format=mask_format)
+    meta = {
+        "lth_format": FORMAT,
+        "lth_format_version": FORMAT_VERSION,
+        "lth_version": lth.__version__,
+        "model": cfg.model.name,
+        "dataset": cfg.data.dataset,
+        "input_shape": json.dumps(list(input_shape)),
+        "num_classes": str(num_classes),
+        "level": str(unit.level),
+        "trial": str(unit.trial),
+        "branch": unit.branch,
+        "weights": weights,
+        "weights_remaining": repr(density(mask)),
+        "config_hash": config_hash(cfg),
+        "config": json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":")),
+        "dtype": dtype,
+        "bitmap_bit_order": BITMAP_BIT_ORDER,
+        "mask_formats": json.dumps({n: layers[n]["mask_format"] for n in layers}),
+        "layers": json.dumps(layers, separators=(",", ":")),
+        "prunable": json.dumps(prunable_parameters(model)),
+        "source_run_dir": str(unit.run_dir.resolve()),
+    }
+    if weights == "final":
+        for key in ("final_test_accuracy", "early_stop_test_accuracy"):
+            if key in unit.result:
+                meta[key] = repr(unit.result[key])
+    where = dict(trial=unit.trial, branch=unit.branch, weights=weights, dtype=dtype)
+    target = Path(out) if out is not None else default_export_path(unit.run_dir, unit.level, **where)
+    if target.is_dir():
+        raise ExportError(f"--out {target} is a directory; give a file name, e.g. "
+                          f"{target / default_export_path('.', unit.level, **where).name}")
+    atomic_write_bytes(target, serialize(tensors, meta))
+    return target
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Ticket:
+    """A decoded ticket file.
+
+    ``metadata``: the file's metadata with structured values parsed (ints, floats, lists, dicts);
+    ``raw_metadata``: the strings as stored; ``masks``: ``{layer: bool tensor}``; ``state_dict``:
+    dense tensors ready for ``load_state_dict`` (floating ones as float32, zeros where pruned).
+    """
+
+    metadata: dict[str, Any]
+    raw_metadata: dict[str, str]
+    masks: dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.metadata["input_shape"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.metadata["num_classes"])
+
+    def build_model(self) -> nn.Module:
+        """The architecture named in the metadata, with the ticket's weights, in eval mode."""
+        from ..models import ModelError, build_model
+
+        try:
+            model = build_model(self.metadata["model"], self.input_shape, self.num_classes)
+        except ModelError as e:
+            raise ExportError(f"cannot rebuild the ticket's model: {e}") from e
+        try:
+            missing, extra = model.load_state_dict(self.state_dict, strict=False)
+        except RuntimeError as e:  # a tensor of the wrong shape
+            raise TicketFormatError(f"the file's tensors do not fit model {self.metadata['model']!r}: {e}") from e
+        if missing or extra:
+            raise TicketFormatError(f"the file's tensors do not fit model {self.metadata['model']!r}: "
+                                    f"missing {missing}, unexpected {extra}")
+        return model.eval()
+
+
+def read_ticket(path: Path | str) -> Ticket:
+    """Read a file written by :func:`export_ticket`: metadata, masks and the dense float32 state.
+
+    Raises :class:`TicketFormatError` naming the file and the problem for a damaged file, a
+    safetensors file that is not a ticket, another format version, or missing/garbled metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"ticket file {path} does not exist; create it with `lth export RUN_DIR --level L`")
+    tensors, raw = read_safetensors(path)
+    meta = parse_metadata(raw, str(path))
+    masks, state = unpack_state(tensors, meta["layers"], str(path))
+    return Ticket(meta, raw, masks, state)
+
+
+def load_ticket(path: Path | str, *, sparse: bool | str = False, device: str = "cpu",
+                threshold: float | None = None) -> nn.Module:
+    """Rebuild the ticket's model (float32, zeros at pruned positions), ready for inference.
+
+    Args:
+        sparse: ``False``: plain dense module. ``"auto"``: Linear layers whose density is below
+            ``threshold`` (default :data:`lth.tickets.sparse.DEFAULT_THRESHOLD`) become
+            :class:`lth.tickets.sparse.SparseLinear`. ``True``: every Linear layer with at least
+            one pruned weight becomes sparse (unless ``threshold``).
+        device: where to put the module (the sparse kernels are CPU ones).
+    """
+    if sparse not in (False, True, "auto"):
+        raise ExportError(f"sparse={sparse!r}: use False, True or 'auto'")
+    ticket = read_ticket(path)
+    model = ticket.build_model()
+    if sparse:
+        from .sparse import sparsify
+
+        thr = threshold if threshold is not None else (1.0 if sparse is True else None)
+        model = sparsify(model, thr, masks=ticket.masks, inplace=True)
+    return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def dense_checkpoint_bytes(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """Bytes of ``torch.save`` of the state dict with floating tensors as float32 (the usual
+    dense checkpoint, like a run's ``final.pt``)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({k: (v.float() if v.is_floating_point() else v) for k, v in state_dict.items()}, buf)
+    return len(buf.getvalue())
+
+
+@dataclass(frozen=True)
+class ExportSize:
+    """An exported file's bytes next to the dense float32 checkpoint's."""
+
+    file_bytes: int
+    dense_bytes: int
+
+    @property
+    def fraction(self) -> float:
+        return self.file_bytes / self.dense_bytes
+
+    def __str__(self) -> str:
+        return (f"{self.file_bytes:,} bytes = {100 * self.fraction:.1f}% of the dense float32 "
+                f"checkpoint ({self.dense_bytes:,} bytes)")
+
+
+def export_size(path: Path | str) -> ExportSize:
+    """Size of an exported ticket vs a dense float32 ``torch.save`` checkpoint of the same model."""
+    ticket = read_ticket(path)
+    return ExportSize(Path(path).stat().st_size, dense_checkpoint_bytes(ticket.build_model().state_dict()))

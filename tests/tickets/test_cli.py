@@ -1,0 +1,49 @@
+"""lth.tickets.cli: the ``lth export`` sub-command, and the torch-free import the command line needs."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from lth.tickets import add_export_parser, cmd_export, export_size, read_ticket
+
+
+def export_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lth")
+    add_export_parser(parser.add_subparsers(dest="command"))
+    return cmd_export(parser.parse_args(["export", *argv]))
+
+
+def test_cli_export_writes_the_file_and_prints_its_size(run_copy, capsys):
+    assert export_cli([str(run_copy), "--level", "2", "--dtype", "float16"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    path = run_copy / "exports" / "trial0_level2_ticket_final_float16.safetensors"
+    assert out[0] == str(path) and path.is_file()
+    size = export_size(path)
+    assert f"{size.file_bytes:,} bytes = {100 * size.fraction:.1f}% of the dense" in out[1]
+    assert "float16 values" in out[1]
+    target = run_copy / "x" / "mine.safetensors"
+    assert export_cli([str(run_copy), "--level", "1", "--branch", "random_mask", "--weights", "init",
+                       "--mask-format", "indices", "--out", str(target)]) == 0
+    meta = read_ticket(target).metadata
+    assert (meta["branch"], meta["weights"], set(meta["mask_formats"].values())) == \
+        ("random_mask", "init", {"indices"})
+
+
+def test_cli_export_reports_errors_on_one_line_with_code_2(run, tmp_path, capsys):
+    assert export_cli([str(tmp_path / "nowhere"), "--level", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lth: error:") and "does not exist" in err
+    with pytest.raises(SystemExit):  # argparse rejects an unknown dtype itself
+        export_cli([str(run), "--level", "1", "--dtype", "float64"])
+
+
+def test_importing_the_package_imports_neither_torch_nor_safetensors_torch():
+    code = ("import sys, lth.tickets; "
+            "bad = [m for m in ('torch', 'numpy', 'safetensors.torch') if m in sys.modules]; "
+            "assert not bad, bad; "
+            "lth.tickets.sparsify; assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
