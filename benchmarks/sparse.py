@@ -204,12 +204,12 @@ def latency(models, splits, threads: int) -> list[dict]:
             x = splits.test_x[:batch].contiguous()
             with torch.inference_mode():
                 ref = dense(x)
-                fns = {"dense": lambda: dense(x)}
+                fns = {"dense": lambda m=dense, x=x: m(x)}
                 if every is not None:
                     assert torch.allclose(every(x), ref, rtol=1e-4, atol=1e-4)
-                    fns["every"] = lambda: every(x)
+                    fns["every"] = lambda m=every, x=x: m(x)
                 if sparse_layers(auto):
-                    fns["auto"] = lambda: auto(x)
+                    fns["auto"] = lambda m=auto, x=x: m(x)
                 times, busy = measure(("net", dens, batch), fns, threads)
                 t_dense, t_every, t_auto = times["dense"], times.get("every"), times.get("auto")
             rows.append({
@@ -245,7 +245,8 @@ def crossover(threads: int, batch: int = 256) -> list[dict]:
             sp = SparseLinear.from_dense(layer, mask)
             with torch.inference_mode():
                 times, busy = measure(("layer", o, i, d), {
-                    "dense": lambda: F.linear(x, layer.weight, layer.bias), "sparse": lambda: sp(x)}, threads)
+                    "dense": lambda x=x, layer=layer: F.linear(x, layer.weight, layer.bias),
+                    "sparse": lambda x=x, sp=sp: sp(x)}, threads)
                 td, ts = times["dense"], times["sparse"]
             rows.append({"threads": threads, "layer": f"{o}x{i}", "batch": batch, "density": d, "contended": busy,
                          "dense_us": 1e6 * td, "sparse_us": 1e6 * ts, "speedup": td / ts})
@@ -264,8 +265,8 @@ def conv_check(threads: int) -> list[dict]:
             conv.weight.mul_(mask)
         sp = SparseConv2d.from_dense(conv, mask)
         with torch.inference_mode():
-            times, busy = measure(("conv", d), {"dense": lambda: conv(x), "sparse": lambda: sp(x)}, threads,
-                                  min_time=0.02, repeats=5)
+            times, busy = measure(("conv", d), {"dense": lambda conv=conv: conv(x), "sparse": lambda sp=sp: sp(x)},
+                                  threads, min_time=0.02, repeats=5)
             td, ts = times["dense"], times["sparse"]
         rows.append({"threads": threads, "density": d, "contended": busy, "dense_ms": 1e3 * td, "sparse_ms": 1e3 * ts,
                      "speedup": td / ts})
@@ -297,7 +298,8 @@ def markdown(res: dict, cmd: str) -> str:
         f"The run directory holds this ticket as final.pt + mask.pt = "
         f"{s['run_dir_bytes_final_pt_plus_mask_pt']:,} bytes.",
         "",
-        "| dtype | masks | bytes | % of dense | values | masks | biases | header | test acc. (dense load / sparse load) |",
+        "| dtype | masks | bytes | % of dense | values | masks | biases | header "
+        "| test acc. (dense load / sparse load) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in s["exports"]:
@@ -316,7 +318,8 @@ def markdown(res: dict, cmd: str) -> str:
           "qualifies).", ""]
     for th in res["threads"]:
         L += [f"### {th} thread{'s' if th > 1 else ''}", "",
-              "| weights left | mask | batch | dense us | sparse, all us | auto us | dense samples/s | sparse samples/s |",
+              "| weights left | mask | batch | dense us | sparse, all us | auto us | dense samples/s "
+              "| sparse samples/s |",
               "|---|---|---|---|---|---|---|---|"]
         for r in res["latency"]:
             if r["threads"] != th:
@@ -325,19 +328,20 @@ def markdown(res: dict, cmd: str) -> str:
                   f"{r['sparse_all_us']:.1f} ({r['dense_us'] / r['sparse_all_us']:.2f}x)")
             au = f"{r['sparse_auto_us']:.1f} ({r['dense_us'] / r['sparse_auto_us']:.2f}x)"
             sps = "-" if r["sparse_all_samples_per_s"] is None else f"{r['sparse_all_samples_per_s']:,.0f}"
-            L.append(f"| {100 * r['density']:.1f}%{FLAG if r['contended'] else ''} | {r['mask']} | {r['batch']} | {r['dense_us']:.1f} | {sp} | "
-                     f"{au} | {r['dense_samples_per_s']:,.0f} | {sps} |")
+            L.append(f"| {100 * r['density']:.1f}%{FLAG if r['contended'] else ''} | {r['mask']} | {r['batch']} "
+                     f"| {r['dense_us']:.1f} | {sp} | {au} | {r['dense_samples_per_s']:,.0f} | {sps} |")
         L.append("")
     L += ["## Single-layer crossover (batch 256, random masks, input row-major so the transpose is included)", "",
           "| threads | layer | density | dense us | sparse us | speed-up |", "|---|---|---|---|---|---|"]
     for r in res["crossover"]:
-        L.append(f"| {r['threads']}{FLAG if r['contended'] else ''} | {r['layer']} | {100 * r['density']:.0f}% | {r['dense_us']:.1f} | "
-                 f"{r['sparse_us']:.1f} | {r['speedup']:.2f}x |")
-    L += ["", "## 3x3 convolution, 64 -> 64 channels, 32x32, batch 8: dense (oneDNN) vs `SparseConv2d` (unfold + CSR)", "",
+        L.append(f"| {r['threads']}{FLAG if r['contended'] else ''} | {r['layer']} | {100 * r['density']:.0f}% "
+                 f"| {r['dense_us']:.1f} | {r['sparse_us']:.1f} | {r['speedup']:.2f}x |")
+    L += ["", "## 3x3 convolution, 64 -> 64 channels, 32x32, batch 8: dense (oneDNN) vs `SparseConv2d` "
+          "(unfold + CSR)", "",
           "| threads | density | dense ms | sparse ms | speed-up |", "|---|---|---|---|---|"]
     for r in res["conv"]:
-        L.append(f"| {r['threads']}{FLAG if r['contended'] else ''} | {100 * r['density']:.0f}% | {r['dense_ms']:.2f} | {r['sparse_ms']:.2f} | "
-                 f"{r['speedup']:.2f}x |")
+        L.append(f"| {r['threads']}{FLAG if r['contended'] else ''} | {100 * r['density']:.0f}% "
+                 f"| {r['dense_ms']:.2f} | {r['sparse_ms']:.2f} | {r['speedup']:.2f}x |")
     t = res["targets"]
     L += ["", "## Targets", "",
           f"- export at {100 * s['weights_remaining']:.1f}%, float32, <= 8% of dense: "

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lth.config import ExperimentConfig
-from lth.lottery import Lottery
+from lth.experiment import Lottery, UnitKey
 from lth.models import build_model
 from lth.store import RunStore, torch_load
 from lth.tickets import (
@@ -89,7 +89,7 @@ def test_init_weights_are_the_units_starting_point_masked(run, tmp_path, digits)
                                            out=tmp_path / f"{branch}.safetensors"))
         mask = stored_mask(run, 2, branch)
         # the driver's own start state for this unit (same seeds), masked
-        spec = lottery.branch_spec(0, 2, branch, stored_mask(run, 2, "ticket"), theta0)
+        spec = lottery.exp.unit_spec(UnitKey(0, 2, branch), stored_mask(run, 2, "ticket"), theta0)
         start = masked(spec.start_state, mask)
         assert ticket.metadata["weights"] == "init"
         for k in start:
@@ -238,7 +238,7 @@ def test_failed_unit_unknown_branch_trial_and_bad_choices(run, run_copy):
     with pytest.raises(ExportError, match=r"failed during training \(loss is nan at iteration 7\).*: 0, 2"):
         export_ticket(run_copy, 1)
     with pytest.raises(ExportError,
-                       match=r"unknown branch 'lucky'; this run has branches: random_mask, reinit, ticket"):
+                       match=r"unknown branch 'lucky'; this run has branches: ticket, reinit, random_mask"):
         export_ticket(run, 1, branch="lucky")
     with pytest.raises(ExportError, match=r"trial 3 not found .*trials present: 0"):
         export_ticket(run, 1, trial=3)
@@ -262,5 +262,5 @@ def test_incomplete_run_directory_names_the_missing_file(run_copy):
     with pytest.raises(ExportError, match=r"theta0.pt is missing.*use --weights final"):
         export_ticket(run_copy, 2, branch="random_mask", weights="init")
     (run_copy / "trial_0/level_1/mask.pt").unlink()
-    with pytest.raises(ExportError, match=r"mask.pt is missing although the level finished"):
+    with pytest.raises(ExportError, match=r"mask.pt is missing although the unit finished"):
         export_ticket(run_copy, 1)

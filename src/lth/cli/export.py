@@ -6,12 +6,12 @@ import argparse
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..export import add_export_parser
+    from ..tickets import add_export_parser
 
     return add_export_parser(subparsers)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import cmd_export
+    from ..tickets import cmd_export
 
     return cmd_export(args)

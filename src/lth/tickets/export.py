@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _units
+from . import units as _units
 from .errors import ExportError, TicketFormatError
 from .format import (
     BITMAP_BIT_ORDER,

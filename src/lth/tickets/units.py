@@ -1,13 +1,9 @@
-"""Locating a unit (trial, level, branch) in a run directory and recomputing what it started from.
+"""Locating a finished unit (trial, level, branch) of a run directory and what it started from.
 
-STOPGAP: this re-derives the run-directory layout and the driver's mask/start-state rules by hand
-(mirroring :class:`lth.lottery.Lottery`; tests compare the two). It is to be replaced by lookups
-through the store and experiment layers; nothing else in :mod:`lth.tickets` knows the layout, and
-this is the whole interface :mod:`lth.tickets.export` uses:
-
-* :func:`resolve_unit` -> :class:`Unit` (a finished unit, or :class:`ExportError` saying why not
-  and which units are finished),
-* :func:`model_spec`, :func:`unit_mask`, :func:`final_state`, :func:`init_state`.
+Everything comes from the store (records, masks, weights) and the experiment layer (a branch's
+own start state, from the branch registry), so an export reads exactly what the driver used.
+Nothing here writes to the run directory: a file a finished unit needs and cannot be found is an
+:class:`ExportError` naming it, never a silent fallback.
 """
 
 from __future__ import annotations
@@ -60,30 +56,30 @@ class Unit:
 
     @property
     def dir(self) -> Path:
+        return self.store.unit_dir(self.trial, self.level, self.branch)
+
+    @property
+    def store(self):
         from ..store import RunStore
 
-        return RunStore(self.run_dir).unit_dir(self.trial, self.level, self.branch)
+        return RunStore(self.run_dir)
 
 
-def _finished_levels(trial_dir: Path, branch: str) -> list[int]:
-    from ..store import RESULT, read_json
+def _finished_levels(run_dir: Path, trial: int, branch: str) -> list[int]:
+    from ..store import RunStore, StoreError
 
-    done = []
-    for d in trial_dir.glob(f"level_*/{branch}/{RESULT}"):
-        lv = _dir_number(d.parent.parent)
-        try:
-            ok = read_json(d).get("status", "ok") == "ok"
-        except (OSError, ValueError):
-            ok = False
-        if lv is not None and ok:
-            done.append(lv)
-    return sorted(done)
+    try:
+        records = RunStore(run_dir).records()
+    except StoreError as e:
+        raise ExportError(str(e)) from e
+    return sorted(r.level for r in records if r.trial == trial and r.branch == branch and r.ok)
 
 
 def resolve_unit(run_dir: Path | str, level: int, trial: int, branch: str) -> Unit:
     """Check that (trial, level, branch) is a finished unit of an lth run; clear errors if not."""
     from ..config import ConfigError
-    from ..store import CHECKPOINT, RESULT, RunStore, StoreError, config_from_run, read_json
+    from ..experiment import branch_names
+    from ..store import CHECKPOINT, RESULT, RunStore, StoreError, config_from_run
 
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -101,30 +97,31 @@ def resolve_unit(run_dir: Path | str, level: int, trial: int, branch: str) -> Un
         have = f"trials present: {_ranges(trials)}" if trials else "no trial has started yet"
         raise ExportError(f"trial {trial} not found in {run_dir} ({have}); choose one with --trial")
     store = RunStore(run_dir)
-    trial_dir = store.trial_dir(trial)
     if level < 0:
         raise ExportError(f"level {level}: levels are 0 (dense) or more")
-    branches = {"ticket", *cfg.lottery.branches}
-    branches |= {p.name for p in trial_dir.glob("level_*/*") if p.is_dir()}
+    branches = [b for b in branch_names() if b == "ticket" or b in cfg.lottery.branches]
     if branch not in branches:
         raise ExportError(f"unknown branch {branch!r}; this run has branches: "
-                          f"{', '.join(sorted(branches))} (choose one with --branch)")
+                          f"{', '.join(branches)} (choose one with --branch)")
     if level == 0 and branch != "ticket":
         raise ExportError(f"level 0 is the dense network and has only the 'ticket' branch, "
                           f"not {branch!r}; use --branch ticket or a level of 1 or more")
     udir = store.unit_dir(trial, level, branch)
-    done = _finished_levels(trial_dir, branch)
+    done = _finished_levels(run_dir, trial, branch)
     hint = (f"finished levels of branch {branch!r} in trial {trial}: {_ranges(done)}. Choose one "
             f"with --level, or finish the run by rerunning the same `lth run` command")
     if not (udir / RESULT).exists():
         state = "still training or interrupted" if (udir / CHECKPOINT).exists() else "not started"
         raise ExportError(f"level {level} of trial {trial}, branch {branch!r}, is not finished "
                           f"({state}); {hint}")
-    result = read_json(udir / RESULT)
-    if result.get("status", "ok") != "ok":
+    try:
+        record = store.record(trial, level, branch)
+    except StoreError as e:
+        raise ExportError(str(e)) from e
+    if not record.ok:
         raise ExportError(f"level {level} of trial {trial}, branch {branch!r}, failed during training "
-                          f"({result.get('error', 'no error recorded')}) and has no trained weights; {hint}")
-    return Unit(run_dir, cfg, trial, level, branch, result)
+                          f"({record.error or 'no error recorded'}) and has no trained weights; {hint}")
+    return Unit(run_dir, cfg, trial, level, branch, record.to_dict())
 
 
 def model_spec(cfg: Any) -> tuple[tuple[int, ...], int]:
@@ -138,54 +135,62 @@ def model_spec(cfg: Any) -> tuple[tuple[int, ...], int]:
     return tuple(info.input_shape), int(info.num_classes)
 
 
+def _experiment(unit: Unit, model_factory: Callable[[], nn.Module]):
+    from ..experiment import Experiment
+
+    input_shape, num_classes = model_spec(unit.cfg)
+    return Experiment(unit.cfg, unit.store, input_shape, num_classes, model_factory=model_factory)
+
+
 def unit_mask(unit: Unit, model: nn.Module) -> dict[str, torch.Tensor]:
-    """The unit's mask: dense at level 0, the branch's own mask.pt (random_mask), else the level's."""
+    """The unit's mask as stored: dense at level 0, the unit's own where its branch has one
+    (random_mask), else the level's IMP mask."""
     import torch
 
+    from ..experiment import get_branch
     from ..models import prunable_tensors
     from ..pruning import full_mask
-    from ..store import torch_load
 
     if unit.level == 0:
         return full_mask(prunable_tensors(model))
-    for path in (unit.dir / "mask.pt", unit.dir.parent / "mask.pt"):
-        if path.exists():
-            mask = torch_load(path)
-            return {n: m.to(torch.bool) for n, m in mask.items()}
-    raise ExportError(f"{unit.dir.parent / 'mask.pt'} is missing although the level finished; the "
-                      "run directory is incomplete (delete the level's directory and rerun `lth run`)")
+    store = unit.store
+    if get_branch(unit.branch).own_mask:
+        mask, path = store.load_unit_mask(unit.trial, unit.level, unit.branch), unit.dir / "mask.pt"
+    else:
+        mask, path = store.load_level_mask(unit.trial, unit.level), unit.dir.parent / "mask.pt"
+    if mask is None:
+        raise ExportError(f"{path} is missing although the unit finished; the run directory is "
+                          "incomplete (delete the unit's directory and rerun `lth run`)")
+    return {n: m.to(torch.bool) for n, m in mask.items()}
 
 
 def final_state(unit: Unit) -> dict[str, torch.Tensor]:
     """The unit's trained weights (``final.pt``)."""
-    from ..store import torch_load
-
     path = unit.dir / "final.pt"
     if not path.exists():
         raise ExportError(f"{path} is missing although the unit finished; the run directory "
                           "is incomplete (delete the unit's directory and rerun `lth run`)")
-    return torch_load(path)
+    return unit.store.load_final(unit.trial, unit.level, unit.branch)
 
 
 def init_state(unit: Unit, model_factory: Callable[[], nn.Module]) -> dict[str, torch.Tensor]:
-    """The weights the unit started training from (before masking).
+    """The weights the unit started training from (before masking), as its branch defines them
+    (:mod:`lth.experiment.branches`): the dense level from theta0; pruned levels from theta0 or
+    theta_k as the branch says (reinit: a fresh draw seeded by ("reinit", trial, level))."""
+    from ..experiment import UnitKey
+    from ..store import StoreError
 
-    Mirrors :meth:`lth.lottery.Lottery.branch_spec`: ticket and random_mask start from theta0 (or
-    theta_k when rewinding; the dense level always from theta0), reinit from a fresh draw seeded by
-    ("reinit", trial, level).
-    """
-    from ..lottery import reinit_state
-    from ..store import torch_load
-
-    tdir = unit.dir.parent.parent
-    k = unit.cfg.lottery.rewind_iteration
-    if unit.branch in ("ticket", "random_mask"):
-        path = tdir / ("theta0.pt" if unit.level == 0 or k == 0 else "rewind.pt")
-        if not path.exists():
-            raise ExportError(f"{path} is missing; the run directory is incomplete, so the "
-                              "ticket's initialisation cannot be exported (use --weights final)")
-        return torch_load(path)
-    if unit.branch == "reinit":
-        return reinit_state(model_factory(), unit.cfg, unit.trial, unit.level)
-    raise ExportError(f"the starting weights of branch {unit.branch!r} are not known to "
-                      "`lth export`; use --weights final")
+    store = unit.store
+    theta0 = store.load_theta0(unit.trial)
+    if theta0 is None:
+        raise ExportError(f"{store.trial_dir(unit.trial) / 'theta0.pt'} is missing; the run directory is "
+                          "incomplete, so the ticket's initialisation cannot be exported (use --weights final)")
+    exp = _experiment(unit, model_factory)
+    key = UnitKey(unit.trial, unit.level, unit.branch)
+    if unit.level == 0:
+        return exp.unit_spec(key).start_state
+    try:
+        start = theta0 if unit.cfg.lottery.rewind_iteration == 0 else store.load_rewind(unit.trial)
+    except StoreError as e:
+        raise ExportError(f"{e}; the ticket's initialisation cannot be exported (use --weights final)") from e
+    return exp.unit_spec(key, unit_mask(unit, model_factory()), start).start_state
