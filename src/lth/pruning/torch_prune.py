@@ -28,7 +28,9 @@ def to_torch_prune(module: nn.Module, mask: Mask) -> nn.Module:
     Each masked parameter becomes ``<name>_orig`` (values unchanged) plus the buffer
     ``<name>_mask``, so ``torch.nn.utils.prune.remove`` makes the pruning permanent. On a parameter
     that is already pruned, torch combines the masks (a weight survives only if both keep it).
-    A name the module lacks or a shape that differs is a ValueError naming each one.
+    A name the module lacks or a shape that differs is a ValueError naming each one. As with every
+    torch.nn.utils.prune call, ``<name>_orig`` is registered after the module's other parameters,
+    and the module cannot be deep-copied until ``prune.remove``.
 
     >>> from torch.nn.utils import prune
     >>> lin = nn.Linear(2, 2)
@@ -37,8 +39,8 @@ def to_torch_prune(module: nn.Module, mask: Mask) -> nn.Module:
     tensor([[1., 0.],
             [0., 1.]])
     >>> _ = prune.remove(lin, "weight")
-    >>> lin.weight[0, 1].item()
-    0.0
+    >>> bool(lin.weight[0, 1] == 0), isinstance(lin.weight, nn.Parameter)
+    (True, True)
     """
     for owner, attr, name in _resolve(module, mask):
         prune.custom_from_mask(owner, attr, mask[name].to(get_tensor(module, name).device))
