@@ -17,7 +17,7 @@ from torch.nn.utils import prune
 
 from ..models.introspection import Patterns, Types, get_tensor, prunable_parameters
 from .counts import count_from_amount
-from .mask import Mask, _resolve
+from .mask import Mask, mask_targets
 from .scorers import score
 from .selection import select_global, select_layerwise
 
@@ -42,7 +42,7 @@ def to_torch_prune(module: nn.Module, mask: Mask) -> nn.Module:
     >>> bool(lin.weight[0, 1] == 0), isinstance(lin.weight, nn.Parameter)
     (True, True)
     """
-    for owner, attr, name in _resolve(module, mask):
+    for owner, attr, name in mask_targets(module, mask):
         prune.custom_from_mask(owner, attr, mask[name].to(get_tensor(module, name).device))
     return module
 
@@ -53,7 +53,7 @@ def _pruned_names(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
     for mod_name, mod in module.named_modules():
         for buf_name, buf in mod.named_buffers(recurse=False):
             base = buf_name[: -len("_mask")]
-            if buf_name.endswith("_mask") and f"{base}_orig" in mod._parameters:
+            if buf_name.endswith("_mask") and isinstance(getattr(mod, f"{base}_orig", None), nn.Parameter):
                 out.append((f"{mod_name}.{base}" if mod_name else base, buf))
     return out
 
