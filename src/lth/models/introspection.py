@@ -126,6 +126,10 @@ def get_tensor(model: nn.Module, name: str) -> torch.Tensor:
 
     For an ordinary module this is the parameter itself; for a module pruned with
     torch.nn.utils.prune, ``<module>.weight`` is the masked weight the pruning hook computes.
+
+    >>> net = nn.Sequential(nn.Linear(3, 2))
+    >>> get_tensor(net, "0.weight") is net[0].weight
+    True
     """
     owner, _, attr = name.rpartition(".")
     try:
@@ -154,7 +158,11 @@ def prunable_tensors(model: nn.Module, *, include: Patterns = None, exclude: Pat
 
 
 def output_parameter(model: nn.Module) -> str | None:
-    """The output layer's weight (pruned at half rate by default): declared, else the last Linear."""
+    """The output layer's weight (pruned at half rate by default): declared, else the last Linear.
+
+    >>> output_parameter(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+    '2.weight'
+    """
     declared = getattr(model, "output_weight", None)
     if declared is not None:
         return declared
@@ -166,6 +174,11 @@ def output_parameter(model: nn.Module) -> str | None:
 
 
 def is_conv_parameter(model: nn.Module, name: str) -> bool:
-    """Whether ``name`` belongs to a convolution (Conv-N prunes conv layers at their own rate)."""
+    """Whether ``name`` belongs to a convolution (Conv-N prunes conv layers at their own rate).
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))
+    >>> is_conv_parameter(net, "0.weight"), is_conv_parameter(net, "2.weight")
+    (True, False)
+    """
     mod = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
     return isinstance(mod, CONV_TYPES)

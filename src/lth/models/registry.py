@@ -43,17 +43,29 @@ def register(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
 
 
 def model_names() -> list[str]:
+    """Registered model names, sorted.
+
+    >>> "lenet300" in model_names() and "resnet20" in model_names()
+    True
+    """
     return sorted(MODELS)
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build an *uninitialised-by-us* model; call :func:`initialize` with a seeded generator."""
+    """Build an *uninitialised-by-us* model; call :func:`initialize` with a seeded generator.
+
+    An unknown name, or an input shape the architecture cannot take, is a :class:`ModelError`
+    naming the model (and, for unknown names, listing the valid ones).
+
+    >>> build_model("conv2", (3, 32, 32), 10).out.weight.shape
+    torch.Size([10, 256])
+    """
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; valid models: {', '.join(model_names())}")
     try:
         return MODELS[name](tuple(input_shape), num_classes)
-    except ModelError:
-        raise
+    except ModelError as e:
+        raise ModelError(f"model {name!r}: {e}") from e
     except Exception as e:  # a shape that does not fit the architecture
         raise ModelError(
             f"model {name!r} cannot take inputs of shape {tuple(input_shape)}: {e}"
@@ -62,8 +74,19 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
 
 def check_fit(name: str, input_shape: tuple[int, ...], num_classes: int, dataset: str = "") -> None:
     """Build the model and push one example through it, so a data set whose input shape does not
-    fit the architecture fails before any training, with a message naming both."""
-    model = build_model(name, input_shape, num_classes)
+    fit the architecture fails before any training, with a message naming both.
+
+    >>> check_fit("lenet300", (1, 28, 28), 10, dataset="mnist")
+    >>> check_fit("vgg19", (3, 8, 8), 10, dataset="tiny")
+    Traceback (most recent call last):
+    ...
+    lth.models.registry.ModelError: model 'vgg19' cannot take the inputs of data set tiny ...
+    """
+    try:
+        model = build_model(name, input_shape, num_classes)
+    except ModelError as e:
+        raise ModelError(f"{e} (inputs of data set {dataset or '?'}). Choose a model that fits, "
+                         "e.g. lenet300 for any input.") from e
     try:
         with torch.no_grad():
             model.eval()

@@ -85,6 +85,12 @@ def load_mask(path: str | os.PathLike) -> Mask:
     """Read a mask written by :func:`save_mask`, in its original name order (bool tensors on CPU).
 
     A file of another kind (e.g. weights) is a ValueError saying what it holds.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "mask.safetensors")
+    >>> save_mask({"b": torch.tensor([True]), "a": torch.tensor([False, True])}, p)
+    >>> list(load_mask(p))  # the order it was saved in
+    ['b', 'a']
     """
     tensors, meta = _read(path)
     if meta.get(KIND_KEY) != MASK_KIND:
@@ -137,6 +143,14 @@ def load_weights(path: str | os.PathLike, model: nn.Module | None = None) -> dic
     Loading checks names and shapes first and raises one ValueError naming every missing name,
     every unexpected name and every shape that differs; the model is then left unchanged. A plain
     safetensors file (no lth metadata) is read too; an lth file of another kind is refused.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "weights.safetensors")
+    >>> save_weights({"weight": torch.ones(2, 3)}, p)
+    >>> load_weights(p, nn.Linear(3, 2))
+    Traceback (most recent call last):
+    ...
+    ValueError: ... does not fit Linear: missing from the file: ['bias']
     """
     sd, meta = _read(path)
     kind = meta.get(KIND_KEY)

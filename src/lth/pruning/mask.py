@@ -60,7 +60,7 @@ def is_nested(inner: Mask, outer: Mask) -> bool:
     return all(bool((inner[n] & ~outer[n]).sum() == 0) for n in inner)
 
 
-def _resolve(module: nn.Module, mask: Mapping[str, torch.Tensor]) -> list[tuple[nn.Module, str, str]]:
+def mask_targets(module: nn.Module, mask: Mapping[str, torch.Tensor]) -> list[tuple[nn.Module, str, str]]:
     """``(owning module, attribute, name)`` for each mask entry, or one ValueError naming every
     name the module lacks and every shape that differs."""
     missing, shapes, out = [], [], []
@@ -101,8 +101,8 @@ def apply_mask(module: nn.Module, mask: Mask) -> None:
     >>> lin.weight[0, 1] == 0 and lin.weight[1, 0] == 0
     tensor(True)
     """
-    targets = _resolve(module, mask)
-    pruned = [name for owner, attr, name in targets if f"{attr}_orig" in owner._parameters]
+    targets = mask_targets(module, mask)
+    pruned = [name for owner, attr, name in targets if isinstance(getattr(owner, f"{attr}_orig", None), nn.Parameter)]
     if pruned:
         raise ValueError(f"{pruned} carry a torch.nn.utils.prune mask; add to it with to_torch_prune, "
                          "or call torch.nn.utils.prune.remove first")

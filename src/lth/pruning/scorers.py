@@ -43,6 +43,11 @@ def register_scorer(name: str) -> Callable[[Scorer], Scorer]:
 
 
 def scorer_names() -> list[str]:
+    """Registered scorer names, sorted.
+
+    >>> "magnitude" in scorer_names()
+    True
+    """
     return sorted(SCORERS)
 
 

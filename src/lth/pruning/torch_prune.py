@@ -17,7 +17,7 @@ from torch.nn.utils import prune
 
 from ..models.introspection import Patterns, Types, get_tensor, prunable_parameters
 from .counts import count_from_amount
-from .mask import Mask, _resolve
+from .mask import Mask, mask_targets
 from .scorers import score
 from .selection import select_global, select_layerwise
 
@@ -28,7 +28,9 @@ def to_torch_prune(module: nn.Module, mask: Mask) -> nn.Module:
     Each masked parameter becomes ``<name>_orig`` (values unchanged) plus the buffer
     ``<name>_mask``, so ``torch.nn.utils.prune.remove`` makes the pruning permanent. On a parameter
     that is already pruned, torch combines the masks (a weight survives only if both keep it).
-    A name the module lacks or a shape that differs is a ValueError naming each one.
+    A name the module lacks or a shape that differs is a ValueError naming each one. As with every
+    torch.nn.utils.prune call, ``<name>_orig`` is registered after the module's other parameters,
+    and the module cannot be deep-copied until ``prune.remove``.
 
     >>> from torch.nn.utils import prune
     >>> lin = nn.Linear(2, 2)
@@ -37,10 +39,10 @@ def to_torch_prune(module: nn.Module, mask: Mask) -> nn.Module:
     tensor([[1., 0.],
             [0., 1.]])
     >>> _ = prune.remove(lin, "weight")
-    >>> lin.weight[0, 1].item()
-    0.0
+    >>> bool(lin.weight[0, 1] == 0), isinstance(lin.weight, nn.Parameter)
+    (True, True)
     """
-    for owner, attr, name in _resolve(module, mask):
+    for owner, attr, name in mask_targets(module, mask):
         prune.custom_from_mask(owner, attr, mask[name].to(get_tensor(module, name).device))
     return module
 
@@ -51,7 +53,7 @@ def _pruned_names(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
     for mod_name, mod in module.named_modules():
         for buf_name, buf in mod.named_buffers(recurse=False):
             base = buf_name[: -len("_mask")]
-            if buf_name.endswith("_mask") and f"{base}_orig" in mod._parameters:
+            if buf_name.endswith("_mask") and isinstance(getattr(mod, f"{base}_orig", None), nn.Parameter):
                 out.append((f"{mod_name}.{base}" if mod_name else base, buf))
     return out
 

@@ -1,15 +1,11 @@
-"""Tests for lth.pruning (pure mask math) and the pruning plan in lth.lottery.
+"""lth.pruning.selection: every mask is checked for exact equality against an independent reference.
 
-Every mask is checked for exact equality against an independent reference: a brute-force numpy
-implementation of the documented rule (prune floor(p * r + 0.5) of the r survivors, smallest
-|w| first, ties to the lower flat index, global = layers concatenated in the order of ``names``)
-and, on tie-free continuous weights, PyTorch's own ``torch.nn.utils.prune``. Nothing here trains
-a network or touches files.
+The reference is a brute-force numpy implementation of the documented rule (tests/pruning/reference.py)
+and, on tie-free continuous weights, PyTorch's own ``torch.nn.utils.prune``. Nothing here trains a
+network or touches files.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -19,127 +15,35 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from lth.config import ExperimentConfig
-from lth.lottery import expected_weights_remaining, global_pool, layer_rates, next_mask
-from lth.models import MODELS, build_model, output_parameter, prunable_parameters
-from lth.presets import get_preset
 from lth.pruning import (
-    density,
     full_mask,
     is_nested,
     keep_count_global,
     keep_counts_layerwise,
-    layer_stats,
-    paper_lenet_remaining,
+    keep_largest,
     prune_count,
     prune_global,
     prune_global_to_count,
     prune_layerwise,
     prune_layerwise_to_counts,
     random_mask_like,
+    select_global,
+    select_layerwise,
+)
+from tests.pruning.reference import (
+    LENET_SHAPES,
+    assert_no_ties,
+    counts,
+    np_prune,
+    np_prune_global,
+    rand_weights,
+    ref_count,
 )
 
 HYP = settings(max_examples=60, deadline=None, database=None)
 
-LENET_SHAPES = {"hidden.0.weight": (300, 784), "hidden.1.weight": (100, 300), "out.weight": (10, 100)}
 
-
-# --------------------------------------------------------------------------- references & helpers
-
-
-def ref_count(remaining: int, rate: float) -> int:
-    """The documented rounding rule, restated: floor(p * r + 0.5)."""
-    return math.floor(rate * remaining + 0.5)
-
-
-def np_prune(w: np.ndarray, m: np.ndarray, n_prune: int) -> np.ndarray:
-    """Brute force: among survivors of ``m`` drop the ``n_prune`` smallest |w| (stable order)."""
-    flat_m = m.reshape(-1).copy()
-    alive = np.flatnonzero(flat_m)
-    order = np.argsort(np.abs(w.reshape(-1))[alive], kind="stable")
-    flat_m[alive[order[:n_prune]]] = False
-    return flat_m.reshape(m.shape)
-
-
-def np_prune_global(ws: list[np.ndarray], ms: list[np.ndarray], n_prune: int) -> list[np.ndarray]:
-    """Global brute force over the concatenation of the layers in the given order."""
-    cat_w = np.concatenate([w.reshape(-1) for w in ws]) if ws else np.zeros(0)
-    cat_m = np.concatenate([m.reshape(-1) for m in ms]) if ms else np.zeros(0, dtype=bool)
-    cat_m = np_prune(cat_w, cat_m, n_prune)
-    out, off = [], 0
-    for m in ms:
-        out.append(cat_m[off: off + m.size].reshape(m.shape))
-        off += m.size
-    return out
-
-
-def rand_weights(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {n: torch.randn(s, generator=g) for n, s in shapes.items()}
-
-
-def counts(mask: dict[str, torch.Tensor]) -> dict[str, int]:
-    return {n: int(m.sum()) for n, m in mask.items()}
-
-
-def assert_no_ties(w: torch.Tensor) -> None:
-    a = w.detach().abs().flatten()
-    assert torch.unique(a).numel() == a.numel(), "test precondition: continuous weights, no ties"
-
-
-def lenet() -> nn.Module:
-    return build_model("lenet300", (1, 28, 28), 10)
-
-
-def lenet_cfg(**prune_changes) -> ExperimentConfig:
-    d = get_preset("lenet300-mnist").to_dict()
-    d["prune"].update(prune_changes)
-    return ExperimentConfig.from_dict(d)
-
-
-# --------------------------------------------------------------------------- prune_count
-
-
-@pytest.mark.parametrize(
-    "remaining, rate, expected",
-    [
-        (0, 0.2, 0),
-        (1, 0.2, 0),  # 0.2 -> 0
-        (3, 0.2, 1),  # 0.6 -> 1
-        (5, 0.1, 1),  # 0.5 -> 1 (round half up)
-        (10, 0.25, 3),  # 2.5 -> 3
-        (4, 0.125, 1),  # 0.5 -> 1
-        (3, 0.5, 2),  # 1.5 -> 2
-        (7, 0.5, 4),  # 3.5 -> 4
-        (235_200, 0.2, 47_040),
-        (1_000, 0.1, 100),
-        (900, 0.1, 90),
-        (9, 0.1, 1),  # 0.9 -> 1
-        (4, 0.1, 0),  # 0.4 -> 0
-        (100, 0.0, 0),
-        (2, 0.999, 2),
-    ],
-)
-def test_prune_count_round_half_up(remaining, rate, expected):
-    assert prune_count(remaining, rate) == expected
-    assert isinstance(prune_count(remaining, rate), int)
-
-
-@pytest.mark.parametrize("rate", [1.0, 1.5, -0.1, float("nan")])
-def test_prune_count_rejects_rates_outside_unit_interval(rate):
-    with pytest.raises(ValueError):
-        prune_count(10, rate)
-
-
-def test_full_mask_is_all_true_bool_of_same_shape():
-    params = {"a": torch.randn(3, 4), "b": torch.randn(2, 3, 5, 5), "c": nn.Parameter(torch.randn(7))}
-    m = full_mask(params)
-    assert list(m) == ["a", "b", "c"]
-    for n, p in params.items():
-        assert m[n].dtype == torch.bool and m[n].shape == p.shape and bool(m[n].all())
-
-
-# --------------------------------------------------------------------------- 1. layerwise vs numpy
+# --------------------------------------------------------------------------- layer-wise vs numpy
 
 
 SHAPES_LAYERWISE = {
@@ -215,7 +119,7 @@ def test_inputs_are_not_mutated():
         assert torch.equal(w[k], w_copy[k]) and torch.equal(mask[k], mask_copy[k])
 
 
-# --------------------------------------------------------------------------- 2. vs torch.nn.utils.prune
+# --------------------------------------------------------------------------- vs torch.nn.utils.prune
 
 
 def make_modules(seed: int) -> list[nn.Module]:
@@ -279,50 +183,7 @@ def test_global_matches_torch_global_unstructured(rate):
             assert torch.equal(m.weight_mask.bool(), mask[n]), f"{n} level {level}"
 
 
-# --------------------------------------------------------------------------- 3. exact counts, rates
-
-
-def test_lenet_layer_rates_output_at_half_rate():
-    model = lenet()
-    cfg = get_preset("lenet300-mnist")
-    assert "lenet300" in MODELS
-    assert prunable_parameters(model) == list(LENET_SHAPES)
-    assert output_parameter(model) == "out.weight"
-    assert layer_rates(model, cfg) == {"hidden.0.weight": 0.2, "hidden.1.weight": 0.2, "out.weight": 0.1}
-    assert global_pool(model, cfg) == list(LENET_SHAPES)
-    params = dict(model.named_parameters())
-    assert {n: tuple(params[n].shape) for n in LENET_SHAPES} == LENET_SHAPES
-
-
-def test_conv_preset_layer_rates():
-    model = build_model("conv2", (3, 8, 8), 10)
-    rates = layer_rates(model, get_preset("conv2-cifar10"))
-    assert rates == {"features.0.weight": 0.1, "features.2.weight": 0.1, "fc.2.weight": 0.2,
-                     "fc.5.weight": 0.2, "out.weight": 0.1}
-
-
-def test_lenet_exact_pruned_count_per_level_per_layer():
-    model = lenet()
-    cfg = get_preset("lenet300-mnist")
-    rates = layer_rates(model, cfg)
-    params = dict(model.named_parameters())
-    mask = full_mask({n: params[n] for n in prunable_parameters(model)})
-    # level 1 by hand: 235,200 * 0.2, 30,000 * 0.2, 1,000 * 0.1
-    expected_first = {"hidden.0.weight": 47_040, "hidden.1.weight": 6_000, "out.weight": 100}
-    for level in range(1, 7):
-        w = rand_weights(LENET_SHAPES, seed=level)
-        new = next_mask(model, cfg, w, mask, levels=1)
-        for n in LENET_SHAPES:
-            r = int(mask[n].sum())
-            pruned = r - int(new[n].sum())
-            assert pruned == prune_count(r, rates[n]) == ref_count(r, rates[n]), f"{n} level {level}"
-            if level == 1:
-                assert pruned == expected_first[n]
-        # the same through prune_layerwise directly
-        direct = prune_layerwise(w, mask, rates)
-        assert all(torch.equal(direct[n], new[n]) for n in LENET_SHAPES)
-        mask = new
-    assert counts(mask)["out.weight"] == 531  # 1000 -> 900 -> 810 -> 729 -> 656 -> 590 -> 531
+# --------------------------------------------------------------------------- untouched layers, exact counts
 
 
 def test_layerwise_rate_zero_and_missing_layers_untouched_bit_for_bit():
@@ -336,24 +197,6 @@ def test_layerwise_rate_zero_and_missing_layers_untouched_bit_for_bit():
         assert torch.equal(mask["b"], b0) and torch.equal(mask["c"], c0)
         assert mask["b"].dtype == torch.bool and mask["c"].dtype == torch.bool
     assert keep_counts_layerwise(mask, rates, levels=3)["b"] == int(b0.sum())
-
-
-def test_prune_output_false_leaves_output_dense_layerwise_and_global():
-    model = lenet()
-    params = dict(model.named_parameters())
-    base = full_mask({n: params[n] for n in prunable_parameters(model)})
-    # make the output layer's mask non-trivial to check it is copied bit for bit
-    base["out.weight"] = torch.rand(10, 100, generator=torch.Generator().manual_seed(1)) < 0.5
-    out0 = base["out.weight"].clone()
-    for strategy in ("layerwise", "global"):
-        cfg = lenet_cfg(strategy=strategy, prune_output=False)
-        assert "out.weight" not in global_pool(model, cfg)
-        assert layer_rates(model, cfg)["out.weight"] == 0.0
-        mask = base
-        for level in range(4):
-            mask = next_mask(model, cfg, rand_weights(LENET_SHAPES, 70 + level), mask, levels=1)
-            assert torch.equal(mask["out.weight"], out0), strategy
-        assert counts(mask)["hidden.0.weight"] < 235_200
 
 
 def test_global_excluded_layers_untouched_and_total_count_exact():
@@ -386,7 +229,7 @@ def test_global_with_empty_pool_copies_mask():
     assert torch.equal(out["a"], m["a"]) and out["a"] is not m["a"]
 
 
-# --------------------------------------------------------------------------- 4. nesting
+# --------------------------------------------------------------------------- nesting
 
 
 @pytest.mark.parametrize("strategy", ["layerwise", "global"])
@@ -414,109 +257,7 @@ def test_masks_nested_over_ten_levels_with_retrained_weights(strategy):
         assert not is_nested(earlier, mask)
 
 
-def test_is_nested_detects_violations():
-    outer = {"a": torch.tensor([True, False, True]), "b": torch.tensor([[True, True]])}
-    assert is_nested(outer, outer)
-    assert is_nested({"a": torch.tensor([True, False, False]), "b": torch.tensor([[False, True]])}, outer)
-    assert not is_nested({"a": torch.tensor([False, True, False]), "b": torch.tensor([[True, True]])}, outer)
-    assert not is_nested(outer, {"a": outer["a"], "b": torch.tensor([[True, False]])})
-
-
-# --------------------------------------------------------------------------- 5. the paper's P_m
-
-
-PAPER_PM = {3: 51.28, 7: 21.07, 9: 13.52, 12: 6.95, 15: 3.58, 16: 2.87, 18: 1.85}
-
-
-def test_paper_formula_printed_values():
-    for n, pct in PAPER_PM.items():
-        assert round(100 * paper_lenet_remaining(n), 2) == pct
-        direct = (265_200 * 0.8**n + 1_000 * 0.9**n) / 266_200
-        assert paper_lenet_remaining(n) == pytest.approx(direct, rel=1e-12)
-    assert paper_lenet_remaining(0) == 1.0
-
-
-@pytest.mark.parametrize("n", sorted(PAPER_PM))
-def test_expected_weights_remaining_matches_paper(n):
-    model = lenet()
-    frac = expected_weights_remaining(get_preset("lenet300-mnist"), model, n)
-    assert abs(100 * frac - 100 * paper_lenet_remaining(n)) <= 0.005
-    assert round(100 * frac, 2) == PAPER_PM[n]
-
-
-def test_running_prune_layerwise_matches_paper():
-    model = lenet()
-    rates = layer_rates(model, get_preset("lenet300-mnist"))
-    mask = full_mask({n: torch.empty(s) for n, s in LENET_SHAPES.items()})
-    total = sum(m.numel() for m in mask.values())
-    assert total == 266_200
-    seen = {}
-    for level in range(1, max(PAPER_PM) + 1):
-        mask = prune_layerwise(rand_weights(LENET_SHAPES, 500 + level), mask, rates)
-        seen[level] = density(mask)
-        assert sum(counts(mask).values()) / total == seen[level]
-    for n, pct in PAPER_PM.items():
-        assert abs(100 * seen[n] - 100 * paper_lenet_remaining(n)) <= 0.005, n
-        assert round(100 * seen[n], 2) == pct, n
-        assert seen[n] == expected_weights_remaining(get_preset("lenet300-mnist"), model, n)
-
-
-# --------------------------------------------------------------------------- 6. one-shot sizes
-
-
-@pytest.mark.parametrize("levels", [1, 2, 4, 7])
-@pytest.mark.parametrize(
-    "strategy, prune_output",
-    [("layerwise", True), ("global", True), ("global", False)],
-    ids=["layerwise", "global", "global-no-output"],
-)
-def test_one_shot_reaches_same_sizes_as_iterative(levels, strategy, prune_output):
-    model = lenet()
-    cfg = lenet_cfg(strategy=strategy, prune_output=prune_output)
-    assert cfg.prune.strategy == strategy
-    params = dict(model.named_parameters())
-    dense = full_mask({n: params[n] for n in prunable_parameters(model)})
-    trained = rand_weights(LENET_SHAPES, 900)
-    one_shot = next_mask(model, cfg, trained, dense, levels=levels)
-
-    # iterative with the same weights at every level: same masks, hence same per-layer counts
-    it_same, it_new = dense, dense
-    for lv in range(levels):
-        it_same = next_mask(model, cfg, trained, it_same, levels=1)
-        it_new = next_mask(model, cfg, rand_weights(LENET_SHAPES, 901 + lv), it_new, levels=1)
-    assert counts(one_shot) == counts(it_same)
-    for n in LENET_SHAPES:
-        assert torch.equal(one_shot[n], it_same[n]), n
-
-    # iterative with retrained weights: layer-wise sizes per layer; global the pool total
-    if strategy == "layerwise":
-        assert counts(one_shot) == counts(it_new)
-    else:
-        pool = global_pool(model, cfg)
-        assert sum(counts(one_shot)[n] for n in pool) == sum(counts(it_new)[n] for n in pool)
-        for n in set(LENET_SHAPES) - set(pool):
-            assert counts(one_shot)[n] == counts(it_new)[n] == dense[n].numel()
-    frac = sum(counts(one_shot).values()) / 266_200
-    assert frac == pytest.approx(expected_weights_remaining(cfg, model, levels), abs=1e-15)
-
-
-def test_keep_count_helpers_compose_over_levels():
-    mask = {"a": torch.ones(1000, dtype=torch.bool), "b": torch.ones(37, dtype=torch.bool)}
-    rates = {"a": 0.2, "b": 0.5}
-    r = {"a": 1000, "b": 37}
-    for lv in range(1, 8):
-        for n in r:
-            r[n] -= ref_count(r[n], rates[n])
-        assert keep_counts_layerwise(mask, rates, levels=lv) == r
-    tot = 1037
-    for lv in range(1, 8):
-        tot -= ref_count(tot, 0.3)
-        assert keep_count_global(mask, 0.3, ["a", "b"], levels=lv) == tot
-    assert keep_count_global(mask, 0.3, ["b"], levels=1) == 37 - ref_count(37, 0.3)
-    assert keep_counts_layerwise(mask, rates, levels=0) == {"a": 1000, "b": 37}
-
-
-# --------------------------------------------------------------------------- 7. random masks
+# --------------------------------------------------------------------------- random masks
 
 
 def pruned_lenet_mask() -> dict[str, torch.Tensor]:
@@ -569,7 +310,7 @@ def test_random_mask_like_edge_counts():
     assert bool(r["full"].all()) and not bool(r["empty"].any()) and int(r["one"].sum()) == 1
 
 
-# --------------------------------------------------------------------------- 8. ties
+# --------------------------------------------------------------------------- ties
 
 
 def test_ties_lowest_flat_index_pruned_first():
@@ -611,11 +352,15 @@ def test_global_ties_follow_names_order(order):
     assert counts(m) == ({"a": 1, "b": 4} if order == ["a", "b"] else {"a": 5, "b": 0})
 
 
-# --------------------------------------------------------------------------- 9. hypothesis
+# --------------------------------------------------------------------------- hypothesis
 
 
 dims = st.sampled_from([1, 2, 3, 4, 5, 6, 0])
+
+
 shapes_st = st.lists(dims, min_size=1, max_size=4).map(tuple)
+
+
 rates_st = st.one_of(
     st.sampled_from([0.5, 0.25, 0.2, 0.1, 0.125, 0.75, 0.4]),
     st.floats(min_value=0.0, max_value=1.0, exclude_min=True, exclude_max=True),
@@ -731,40 +476,43 @@ def test_property_layerwise_one_shot_equals_iterative_with_fixed_weights(problem
         assert torch.equal(it[n], one[n])
 
 
-# --------------------------------------------------------------------------- 10. density, stats
+# --------------------------------------------------------------------------- selection on scores
 
 
-def test_density_and_layer_stats_by_hand():
-    mask = {
-        "a": torch.tensor([[True, False], [True, True]]),
-        "b": torch.tensor([False, False, False]),
-        "c": torch.ones(2, 3, 1, 1, dtype=torch.bool),
-    }
-    assert density(mask) == pytest.approx(9 / 13, abs=1e-15)
-    stats = layer_stats(mask)
-    assert list(stats) == ["a", "b", "c"]
-    assert stats["a"] == {"total": 4, "remaining": 3, "density": 0.75}
-    assert stats["b"] == {"total": 3, "remaining": 0, "density": 0.0}
-    assert stats["c"] == {"total": 6, "remaining": 6, "density": 1.0}
-    for s in stats.values():
-        assert type(s["total"]) is int and type(s["remaining"]) is int and type(s["density"]) is float
-    assert density({"a": torch.ones(5, dtype=torch.bool)}) == 1.0
-    assert density({"a": torch.zeros(5, dtype=torch.bool)}) == 0.0
-    assert density({}) == 1.0
+def test_keep_largest_by_hand_and_leaves_inputs_alone():
+    scores = torch.tensor([0.3, 0.1, 0.3, 0.9, 0.0, 0.3])
+    mask = torch.tensor([True, True, True, True, False, True])
+    s0, m0 = scores.clone(), mask.clone()
+    out = keep_largest(scores, mask, 3)  # drop 2 of 5 survivors: 0.1, then the first 0.3
+    assert out.tolist() == [False, False, True, True, False, True]
+    assert torch.equal(scores, s0) and torch.equal(mask, m0)
+    assert torch.equal(keep_largest(scores, mask, 5), mask) and not keep_largest(scores, mask, 0).any()
+    with pytest.raises(ValueError, match="cannot keep 6 of 5"):
+        keep_largest(scores, mask, 6)
 
 
-def test_density_weights_layers_by_size_not_average_of_densities():
-    mask = {"big": torch.ones(90, dtype=torch.bool), "small": torch.zeros(10, dtype=torch.bool)}
-    assert density(mask) == 0.9  # not (1.0 + 0.0) / 2
-    s = layer_stats(mask)
-    assert s["big"]["density"] == 1.0 and s["small"]["density"] == 0.0
+def test_select_on_scores_may_differ_from_magnitude():
+    """Selection uses the scores given, not the weights' magnitudes (the hook for SNIP / SynFlow)."""
+    w = {"a": torch.tensor([5.0, 4.0, 3.0, 2.0])}
+    s = {"a": torch.tensor([1.0, 2.0, 3.0, 4.0])}
+    mask = full_mask(w)
+    assert select_layerwise(s, mask, {"a": 2})["a"].tolist() == [False, False, True, True]
+    assert prune_layerwise_to_counts(w, mask, {"a": 2})["a"].tolist() == [True, True, False, False]
+    g = select_global({**s, "b": torch.tensor([9.0])}, {**mask, "b": torch.ones(1, dtype=torch.bool)}, ["b", "a"], 2)
+    assert g["a"].tolist() == [False, False, False, True] and g["b"].tolist() == [True]
 
 
-def test_density_of_lenet_after_one_level():
-    mask = full_mask({n: torch.empty(s) for n, s in LENET_SHAPES.items()})
-    mask = prune_layerwise(rand_weights(LENET_SHAPES, 0), mask,
-                           {"hidden.0.weight": 0.2, "hidden.1.weight": 0.2, "out.weight": 0.1})
-    assert density(mask) == (188_160 + 24_000 + 900) / 266_200
-    st_ = layer_stats(mask)
-    assert st_["out.weight"] == {"total": 1000, "remaining": 900, "density": pytest.approx(0.9)}
-    assert st_["hidden.0.weight"]["remaining"] == 188_160
+@pytest.mark.parametrize("seed", range(5))
+def test_select_layerwise_matches_numpy_on_random_scores_and_masks(seed):
+    rng = np.random.default_rng(seed)
+    shapes = {"a": (7, 5), "b": (3, 2, 2, 2)}
+    mask = {n: torch.from_numpy(rng.random(s) < 0.7) for n, s in shapes.items()}
+    scores = {n: torch.from_numpy(rng.integers(-3, 4, size=s).astype(np.float32)) for n, s in shapes.items()}
+    keep = {n: int(m.sum()) // 2 for n, m in mask.items()}
+    out = select_layerwise(scores, mask, keep)
+    for n in shapes:
+        # np_prune ranks by |w|; give it non-negative scores so |s| = s
+        shifted = (scores[n] + 10).numpy()
+        ref = np_prune(shifted, mask[n].numpy(), int(mask[n].sum()) - keep[n])
+        np.testing.assert_array_equal(out[n].numpy(), ref)
+        assert torch.equal(select_layerwise({n: scores[n] + 10}, {n: mask[n]}, {n: keep[n]})[n], out[n])
