@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from lth.store import atomic_write_bytes, atomic_write_json
+from lth.training.engines import EnginePolicy
 
 
 def machine_info() -> str:
@@ -41,17 +41,8 @@ def write_results(results_dir: str | Path, name: str, data: dict, md: str) -> No
     print(md)
 
 
-@contextmanager
-def stacked_thresholds(**values: float) -> Iterator[None]:
-    """Override module-level thresholds of :mod:`lth.stacked` (read when an engine is built) and
-    restore them afterwards, so a benchmark can force a kernel on or off for one arm."""
-    import lth.stacked as st
-
-    saved = {k: getattr(st, k) for k in values}
-    try:
-        for k, v in values.items():
-            setattr(st, k, v)
-        yield
-    finally:
-        for k, v in saved.items():
-            setattr(st, k, v)
+def engine_policy(**fields: float | int) -> EnginePolicy:
+    """The default :class:`~lth.training.engines.EnginePolicy` with ``fields`` replaced (its
+    lower-case field names), so a benchmark can force a kernel on or off for one arm and pass the
+    policy to the engine it builds."""
+    return dataclasses.replace(EnginePolicy(), **fields)

@@ -7,6 +7,9 @@ is killed or cut off by the end of a session still counts up to its last update)
 
     python benchmarks/lenet_mnist.py --data-dir ../shared/datasets --trials 3 --iterations 10000 \
         --levels 15 --branches ticket,reinit,random_mask --threads 1
+
+The paper's full protocol, with ``--results benchmarks/results/lenet_figure``: docs/PERFORMANCE.md,
+"The full LeNet-300-100 figure, end to end".
 """
 
 from __future__ import annotations
@@ -19,12 +22,10 @@ from pathlib import Path
 import torch
 
 from common import command_line, machine_info, write_results
-
-from lth.config import ExperimentConfig
+from lth.config import ExperimentConfig, get_preset
 from lth.data import load_splits
-from lth.lottery import Lottery
+from lth.experiment import Lottery
 from lth.pruning import paper_lenet_remaining
-from lth.presets import get_preset
 from lth.report import aggregate, markdown_table
 from lth.store import RunStore, atomic_write_json, read_json
 
@@ -51,12 +52,12 @@ def paper_comparison(records: list[dict], levels: int) -> str:
     dense_it = pick(0, "ticket", "early_stop_iteration")
     if dense_acc:
         lines.append(f"| dense test accuracy at early stop | about 98% | {100 * _mean(dense_acc):.2f}% |")
-    if 9 <= levels and dense_acc:
+    if levels >= 9 and dense_acc:
         t = pick(9, "ticket", "early_stop_test_accuracy")
         if t:
             lines.append(f"| ticket at 13.5% minus dense, test acc. | > +0.3 points | "
                          f"{100 * (_mean(t) - _mean(dense_acc)):+.2f} points |")
-    if 7 <= levels and dense_it:
+    if levels >= 7 and dense_it:
         t_it = pick(7, "ticket", "early_stop_iteration")
         r_it = pick(7, "reinit", "early_stop_iteration")
         t_acc = pick(7, "ticket", "early_stop_test_accuracy")
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     with RunStore.open(cfg, root=Path(args.out)) as store:
         ledger = WallLedger(store.path / "bench_wall.json")
         try:
-            records = Lottery(cfg, store, splits, log=lambda s: print(s, flush=True)).run()
+            records = [r.to_dict() for r in Lottery(cfg, store, splits, log=lambda s: print(s, flush=True)).run()]
         finally:
             wall = ledger.close()
         run_dir = store.path

@@ -1,5 +1,5 @@
 """Training-step and validation-pass time of one real IMP level's units, batched as ``lth run``
-trains them (``lth.stacked.MLPEngine``, float32, denormals flushed).
+trains them (``lth.training.engines.MLPEngine``, float32, denormals flushed).
 
 Loads every trial's final weights and mask of level L from a finished LeNet-300-100 run (one
 unit per branch), so the step sees the run's real densities and real late-training values, then
@@ -7,11 +7,11 @@ times ``steps`` training steps on real MNIST batches and the 5,000-image validat
 ``--units K`` keeps the first K units. ``--profile`` adds PyTorch's profiler table per operator
 and input shape. ``--ab-gradient`` instead times, interleaved, two engines that differ only in
 the first layer's weight gradient (where its CSR forward is on): the batched SDDMM vs the dense
-batched product gathered at the surviving weights; ``lth.stacked.SPARSE_GRAD_BELOW`` comes from
+batched product gathered at the surviving weights; ``EnginePolicy.sparse_grad_below`` comes from
 this. It prints only: it is the profiling tool behind the per-step numbers in
-docs/PERFORMANCE.md ("Session 8", "Session 9").
+docs/PERFORMANCE.md ("Real levels: step and validation pass").
 
-    python benchmarks/level_step.py --run-dir bench_out/fig_s8/lenet300-mnist-fc00979ad0 \\
+    python benchmarks/level_step.py --run-dir bench_out/lenet300-mnist-fc00979ad0 \\
         --data-dir ../shared/datasets --level 2
 """
 
@@ -23,14 +23,13 @@ from pathlib import Path
 
 import torch
 
-from common import machine_info, stacked_thresholds
-
-from lth.batched import _eval_chunks, _evaluate_many
+from common import engine_policy, machine_info
 from lth.config import TrainConfig
 from lth.data import load_splits
 from lth.models import build_model
-from lth.stacked import MLPEngine
-from lth.train import denormals_flushed, make_optimizer
+from lth.training import denormals_flushed, make_optimizer
+from lth.training.engines import MLPEngine
+from lth.training.evaluation import eval_chunks, evaluate_many
 
 
 def load_level(run: Path, level: int, units: int | None):
@@ -50,11 +49,11 @@ def load_level(run: Path, level: int, units: int | None):
 
 def engine(states, masks, gradient: str | None = None) -> MLPEngine:
     """The engine ``lth run`` would build, or with the first layer's gradient forced to
-    ``"sddmm"`` or ``"dense"`` (the thresholds are read when the engine is built)."""
+    ``"sddmm"`` or ``"dense"`` (through the policy's gradient thresholds)."""
     forced = {} if gradient is None else {k: 1.0 if gradient == "sddmm" else 0.0
-                                          for k in ("SPARSE_GRAD_BELOW", "SPARSE_GRAD_BELOW_ONE_UNIT")}
-    with stacked_thresholds(**forced):
-        return MLPEngine(build_model("lenet300", (1, 28, 28), 10), states, masks, "cpu")
+                                          for k in ("sparse_grad_below", "sparse_grad_below_one_unit")}
+    return MLPEngine(build_model("lenet300", (1, 28, 28), 10), states, masks, "cpu", "fp32",
+                     engine_policy(**forced))
 
 
 def main() -> None:
@@ -112,11 +111,11 @@ def main() -> None:
         print(f"level {args.level}, {n} units: step {dt * 1e3:.2f} ms ({dt / n * 1e3:.3f} ms per "
               f"network-iteration); compact layers {sorted(eng.compact)}, sparse forward "
               f"{sorted(eng._sparse_fwd)}, SDDMM gradient {sorted(eng._sddmm)}")
-        chunks = _eval_chunks(eng, sp.val_x, sp.val_y, 10_000)
-        _evaluate_many(eng, chunks)
+        chunks = eval_chunks(eng, sp.val_x, sp.val_y, 10_000)
+        evaluate_many(eng, chunks)
         t = time.perf_counter()
         for _ in range(5):
-            _evaluate_many(eng, chunks)
+            evaluate_many(eng, chunks)
         print(f"validation pass (5,000 images, {n} units): {(time.perf_counter() - t) / 5 * 1e3:.1f} ms")
         if args.profile:
             from torch.profiler import profile

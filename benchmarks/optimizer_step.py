@@ -1,6 +1,7 @@
 """Cost of one Adam step over LeNet-300-100's parameters (1 unit and N stacked units):
-torch.optim.Adam's per-tensor loop, foreach and fused implementations vs. lth.optim.DirectFusedAdam
-(the same fused kernel, called without torch.optim's per-step Python bookkeeping).
+torch.optim.Adam's per-tensor loop, foreach and fused implementations vs.
+lth.training.optimizers.DirectFusedAdam (the same fused kernel, called without torch.optim's
+per-step Python bookkeeping).
 
 The gradients are redrawn between timed steps so the optimizer state does not decay towards
 denormal numbers (a repeated gradient of zero drives exp_avg to denormals, which are far slower
@@ -18,8 +19,7 @@ import time
 import torch
 
 from common import command_line, machine_info, write_results
-
-from lth.optim import DirectFusedAdam
+from lth.training.optimizers import DirectFusedAdam
 
 SHAPES = [(300, 784), (300,), (100, 300), (100,), (10, 100), (10,)]
 

@@ -1,12 +1,14 @@
 """Whole-step A/B of the engine's sparse kernels against its dense compact path.
 
-One training step of LeNet-300-100 units (batch 60, Adam, float32) on ``lth.stacked.MLPEngine``,
-with the first layer's CSR forward + SDDMM gradient forced on (A) or off (B), at several IMP
-levels, 1 and 15 units. The two arms' loops are interleaved and the best of 5 is kept. The data
-are random stand-ins (this times the step; it trains nothing). The thresholds
-``lth.stacked.SPARSE_FORWARD_BELOW`` comes from this; the gradient thresholds
-(``SPARSE_GRAD_BELOW``, ``SPARSE_GRAD_BELOW_ONE_UNIT``) from ``benchmarks/level_step.py
---ab-gradient`` on real levels (session 9).
+One training step of LeNet-300-100 units (batch 60, Adam, float32) on
+``lth.training.engines.MLPEngine``, with the first layer's CSR forward + SDDMM gradient forced on
+(A) or off (B) through its :class:`~lth.training.engines.EnginePolicy`, at several IMP levels, 1
+and 15 units. The two arms' loops are interleaved and the best of 5 is kept. The data are random
+stand-ins (this times the step; it trains nothing). ``EnginePolicy.sparse_forward_below`` and
+``sparse_eval_below`` come from this (docs/PERFORMANCE.md, "Sparse first layer: the whole step");
+the gradient thresholds (``sparse_grad_below``, ``sparse_grad_below_one_unit``) from
+``benchmarks/level_step.py --ab-gradient`` on real levels (docs/PERFORMANCE.md, "Real levels: step
+and validation pass").
 
     python benchmarks/sparse_step_ab.py --threads 2
 """
@@ -18,31 +20,30 @@ import time
 
 import torch
 
-from common import command_line, machine_info, stacked_thresholds, write_results
+from common import command_line, engine_policy, machine_info, write_results
+from lth.config import TrainConfig
+from lth.training import make_optimizer
+from lth.training.engines import MLPEngine
+from lth.training.evaluation import eval_chunks, evaluate_many
 from train_step import sparse_lenet
 
-import lth.stacked as st
-from lth.batched import _eval_chunks, _evaluate_many
-from lth.config import TrainConfig
-from lth.train import make_optimizer
 
-
-def engine_with(n_units: int, levels: int, sparse: bool, kernels: tuple[str, ...]) -> st.MLPEngine:
-    """``n_units`` LeNets pruned ``levels`` times, in an engine with the ``lth.stacked`` thresholds
-    named in ``kernels`` forced on (sparse) or off. The sparse kernels work on compact layers, so
-    the sparse arm makes every masked layer compact; the dense arm keeps the default choice."""
+def engine_with(n_units: int, levels: int, sparse: bool, kernels: tuple[str, ...]) -> MLPEngine:
+    """``n_units`` LeNets pruned ``levels`` times, in an engine whose policy has the thresholds
+    named in ``kernels`` (:class:`~lth.training.engines.EnginePolicy` fields) forced on (sparse)
+    or off. The sparse kernels work on compact layers, so the sparse arm makes every masked layer
+    compact; the dense arm keeps the default choice."""
     forced = {k: 1.0 if sparse else 0.0 for k in kernels}
     if sparse:
-        forced["COMPACT_BELOW"] = 1.0
-    with stacked_thresholds(**forced):
-        units = [sparse_lenet(100 + i, levels) for i in range(n_units)]
-        return st.MLPEngine(units[0][0], [{k: v.detach().clone() for k, v in m.state_dict().items()}
-                                          for m, _ in units], [k for _, k in units], "cpu", "fp32")
+        forced["compact_below"] = 1.0
+    units = [sparse_lenet(100 + i, levels) for i in range(n_units)]
+    return MLPEngine(units[0][0], [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in units],
+                     [k for _, k in units], "cpu", "fp32", engine_policy(**forced))
 
 
 def stepper(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.Tensor):
     engine = engine_with(n_units, levels, sparse,
-                         ("SPARSE_FORWARD_BELOW", "SPARSE_GRAD_BELOW", "SPARSE_GRAD_BELOW_ONE_UNIT"))
+                         ("sparse_forward_below", "sparse_grad_below", "sparse_grad_below_one_unit"))
     assert bool(engine._sparse_fwd) == sparse and bool(engine._sddmm) == sparse
     opt = make_optimizer(engine.opt_params, TrainConfig(lr=1.2e-3, batch_size=60))
     g = torch.Generator().manual_seed(0)
@@ -62,14 +63,14 @@ def stepper(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.T
 def evaluator(n_units: int, levels: int, sparse: bool, x: torch.Tensor, y: torch.Tensor):
     """One evaluation pass over (x, y) of ``n_units`` units, the first layer as one stacked CSR
     product (A) or as dense per-unit products (B)."""
-    engine = engine_with(n_units, levels, sparse, ("SPARSE_EVAL_BELOW",))
+    engine = engine_with(n_units, levels, sparse, ("sparse_eval_below",))
     assert bool(engine.sparse_eval) == sparse
-    chunks = _eval_chunks(engine, x, y, 10_000)
+    chunks = eval_chunks(engine, x, y, 10_000)
 
     def run(passes: int) -> float:
         t = time.perf_counter()
         for _ in range(passes):
-            _evaluate_many(engine, chunks)
+            evaluate_many(engine, chunks)
         return time.perf_counter() - t
     return run
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"evaluation, 15 units, 5,000 images, level {lv:2d} (layer 1 at {0.8 ** lv:.1%}): "
                   f"stacked CSR {ea * 1e3:.1f}  dense {eb * 1e3:.1f} ms (best of 5)", flush=True)
     if args.results:
-        md = ["# Sparse kernels vs the dense path, LeNet-300-100 (lth.stacked.MLPEngine)", "",
+        md = ["# Sparse kernels vs the dense path, LeNet-300-100 (lth.training.engines.MLPEngine)", "",
               f"- command: `{command_line('sparse_step_ab.py', argv)}`", f"- machine: {info}",
               "- training step: batch 60, Adam, float32, ms per network-iteration, best of 5 interleaved "
               "repeats of 60 steps; sparse = the first layer's block-diagonal CSR forward + batched SDDMM "

@@ -1,10 +1,10 @@
 """Sparse training of very sparse tickets: where (if anywhere) do sparse kernels beat dense ones?
 
 The work of a LeNet-300-100 training step is dominated by its first layer (784 -> 300, 88% of the
-weights): the forward product and the gradient of the weights. lth's engine
-(:class:`lth.stacked.MLPEngine`) does both densely (the pruned weights are stored as zeros) and
-then gathers the surviving entries of the gradient for the optimizer (its compact path). The
-sparse alternatives compute only what the mask keeps:
+weights): the forward product and the gradient of the weights. The dense path of lth's engine
+(:class:`lth.training.engines.MLPEngine`) does both densely (the pruned weights are stored as
+zeros) and then gathers the surviving entries of the gradient for the optimizer (its compact
+path). The sparse alternatives compute only what the mask keeps:
 
 * ``dense``: the engine's path: ``x @ W.T`` (batched over units) and ``dY.T @ x``, then gather
   the surviving gradient entries;
@@ -16,7 +16,8 @@ sparse alternatives compute only what the mask keeps:
 The CSR tensor is built from the compact survivor values directly (row-major order, the same
 order as the engine's compact values), so no conversion is timed. Batch 60 (the paper's), random
 masks with equal per-unit counts, 1 and 15 units, float32. Timings: best of 9 interleaved loops
-(see ``benchmarks/sparse.py``). Writes ``sparse_training.{json,md}``.
+(see ``benchmarks/sparse.py``). Writes ``sparse_training.{json,md}`` (docs/PERFORMANCE.md,
+"Sparse first layer: the kernels alone").
 
     python benchmarks/sparse_training.py --threads 2
 """
@@ -30,7 +31,6 @@ import torch
 
 from common import machine_info, write_results
 from sparse import compare
-
 
 DENSITIES = (0.51, 0.21, 0.107, 0.069, 0.036, 0.018, 0.009)
 OUT, IN, BATCH = 300, 784, 60
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("sparse_fwd", "sparse_fwd_bwd"):
             c = crossover(rows, units, key)
             cross[f"{units}:{key}"] = c
-            md.append(f"- {units} unit(s), {key}: " + (f"{c:.1%}" if c is not None else "never (dense wins at every measured density)"))
+            md.append(f"- {units} unit(s), {key}: "
+                      + (f"{c:.1%}" if c is not None else "never (dense wins at every measured density)"))
     write_results(args.results, "sparse_training", {"machine": machine_info(), "rows": rows, "crossover": cross},
                   "\n".join(md) + "\n")
     return 0

@@ -5,6 +5,7 @@ Copies levels 0..L-1 of a finished run directory (the masks and weights level L 
 a scratch directory, then retrains level L (all its units, batched as ``lth run`` does) once per
 mode, back to back in this process. Reports the wall time of each, the test evaluations made,
 and whether every unit's reported numbers equal the finished run's (``train_seconds`` aside).
+Results: docs/PERFORMANCE.md, "Test-split evaluation and denormal flushing on real levels".
 
     python benchmarks/test_eval.py --run-dir bench_out/lenet300-mnist-fc00979ad0 \\
         --data-dir ../shared/datasets --levels 2,16
@@ -21,10 +22,9 @@ from pathlib import Path
 import torch
 
 from common import command_line, machine_info, write_results
-
 from lth.config import ExperimentConfig
 from lth.data import load_splits
-from lth.lottery import Lottery
+from lth.experiment import Lottery
 from lth.store import RunStore, read_json
 
 IGNORED = {"train_seconds"}  # the only field allowed to differ between the modes and the original
@@ -53,7 +53,7 @@ def retrain_level(cfg: ExperimentConfig, scratch: Path, splits, level: int, mode
 
     t0 = time.perf_counter()
     with RunStore.open(run_cfg, run_dir=scratch) as store:
-        records = Lottery(run_cfg, store, splits, log=log).run()
+        records = [r.to_dict() for r in Lottery(run_cfg, store, splits, log=log).run()]
     seconds = time.perf_counter() - t0
     tested = skipped = 0
     for f in scratch.glob(f"trial_*/level_{level}/*/metrics.jsonl"):

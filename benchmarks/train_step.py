@@ -1,9 +1,12 @@
 """Per-iteration cost of training LeNet-300-100 on MNIST (batch 60, Adam 1.2e-3, sparse mask):
-a plain PyTorch loop vs. lth's single-ticket step vs. lth's batched trainer (per network).
+a plain PyTorch loop vs. lth's module path (``lth.training.train(..., engine="module")``, autograd
+over the model itself) vs. lth's fastest engine (``lth.training.train_many``, 1 and N units; per
+network).
 
 The plain loop is what one writes first: data in memory, a fresh permutation each epoch,
 default Adam, masks re-applied to the weights after every step, and the loss read with .item()
 every step. All variants train the same masked network in the same process, side by side.
+Results: docs/PERFORMANCE.md, "Training step".
 
     python benchmarks/train_step.py --data-dir ../shared/datasets --iterations 1000 --units 15
 """
@@ -18,13 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from common import command_line, machine_info, write_results
-
-from lth.batched import UnitInput, train_many
 from lth.config import TrainConfig
 from lth.data import load_splits
 from lth.models import build_model, initialize, prunable_parameters
-from lth.pruning import full_mask, prune_layerwise
-from lth.train import apply_mask_, train
+from lth.pruning import apply_mask, full_mask, prune_layerwise
+from lth.training import UnitInput, needs_test, train, train_many
+from lth.training.engines import make_engine
+from lth.training.evaluation import eval_chunks, evaluate_many
 
 
 def sparse_lenet(seed: int, density_levels: int):
@@ -37,7 +40,7 @@ def sparse_lenet(seed: int, density_levels: int):
     g = torch.Generator().manual_seed(seed + 1)
     for _ in range(density_levels):  # magnitude pruning of random "trained" weights
         mask = prune_layerwise({n: torch.randn(params[n].shape, generator=g) for n in names}, mask, rates)
-    apply_mask_(model, mask)
+    apply_mask(model, mask)
     return model, mask
 
 
@@ -82,7 +85,8 @@ def marginal(run, cfg: TrainConfig) -> float:
 
 
 def time_many(splits, cfg: TrainConfig, n: int, rep: int, levels: int) -> float:
-    """Seconds per network-iteration of train_many over ``n`` units (evaluation excluded)."""
+    """Seconds per network-iteration of train_many over ``n`` units on the fastest engine
+    (evaluation excluded)."""
     def run(c: TrainConfig) -> float:
         units = engine_units(n, rep, levels)
         t0 = time.perf_counter()
@@ -92,10 +96,11 @@ def time_many(splits, cfg: TrainConfig, n: int, rep: int, levels: int) -> float:
 
 
 def time_module(splits, cfg: TrainConfig, rep: int, levels: int) -> float:
+    """Seconds per iteration of lth's module path: autograd over the model itself."""
     def run(c: TrainConfig) -> float:
         model, mask = sparse_lenet(rep, levels)
         t0 = time.perf_counter()
-        train(model, mask, splits, c, data_seed=rep)
+        train(model, mask, splits, c, data_seed=rep, engine="module")
         return time.perf_counter() - t0
     return marginal(run, cfg)
 
@@ -103,21 +108,19 @@ def time_module(splits, cfg: TrainConfig, rep: int, levels: int) -> float:
 def time_eval(splits, precision: str, n: int, levels: int) -> dict[str, float]:
     """Seconds per network for one evaluation of the validation and of the test split (every 100
     iterations both, or with ``--test-eval best`` the test split only at new validation minima)."""
-    from lth.batched import _eval_chunks, _evaluate_many
-    from lth.stacked import make_engine
     units = engine_units(n, 0, levels)
     engine = make_engine(build_model("lenet300", (1, 28, 28), 10), [u.state for u in units],
                          [u.mask for u in units], "cpu", precision)
     # the splits' chunks (and their transposes, for a sparse first layer) are made once per
     # training call, so they are not timed
-    val = _eval_chunks(engine, splits.val_x, splits.val_y, 10_000)
-    test = _eval_chunks(engine, splits.test_x, splits.test_y, 10_000)
-    _evaluate_many(engine, val)
+    val = eval_chunks(engine, splits.val_x, splits.val_y, 10_000)
+    test = eval_chunks(engine, splits.test_x, splits.test_y, 10_000)
+    evaluate_many(engine, val)
     spent = {"val": 0.0, "test": 0.0}
     for _ in range(3):
         for name, chunks in (("val", val), ("test", test)):
             t0 = time.perf_counter()
-            _evaluate_many(engine, chunks)
+            evaluate_many(engine, chunks)
             spent[name] += time.perf_counter() - t0
     return {k: v / 3 / n for k, v in spent.items()}
 
@@ -127,7 +130,6 @@ def test_evaluations_per_level(run_dir: str) -> dict[int, float]:
     loss reached a new minimum or training ended: the test evaluations ``--test-eval best`` makes."""
     import json
     from pathlib import Path
-    from lth.train import needs_test
     counts: dict[int, list[int]] = {}
     files = sorted(Path(run_dir).glob("trial_*/level_*/*/metrics.jsonl"))
     if not files:
@@ -203,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- best of {args.repeats} runs per variant, all in one process; lth variants: the marginal "
         f"cost of {args.iterations} more iterations (evaluations and set-up excluded; they are below)",
         "- plain: nn.Module, default Adam, masks re-applied after each step, loss.item() every step",
-        "- lth module: `lth.train.train` (the path for BatchNorm/dropout models); lth engine: "
-        "`lth.batched.train_many` (1 or N units; what `lth run` uses for MLPs and convnets)",
+        "- lth module: `lth.training.train(..., engine=\"module\")`, autograd over the model (the path "
+        "for BatchNorm/dropout models); lth engine: `lth.training.train_many` on its fastest engine "
+        "(1 or N units; what `lth run` uses)",
         "",
         "| weights left | plain ms/it | lth module fp32 | lth engine x1 fp32 | lth engine x1 bf16 "
         f"| lth engine x{args.units} fp32 (per net) | lth engine x{args.units} bf16 (per net) |",
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in rows:
         b = r["ms_per_network_iteration"]
-        cell = lambda k: f"{b[k]:.3f} ({b['plain'] / b[k]:.2f}x)"
+        cell = lambda k, b=b: f"{b[k]:.3f} ({b['plain'] / b[k]:.2f}x)"
         lines.append(f"| {100 * r['weights_remaining']:.1f}% | {b['plain']:.3f} | {cell('module_fp32')} | "
                      f"{cell('single_fp32')} | {cell('single_bf16')} | {cell('batched_fp32')} | "
                      f"{cell('batched_bf16')} |")
