@@ -16,6 +16,8 @@ demo: setup
 	$(BIN)/lth run --preset digits-quick
 
 test: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 test-fast: setup

@@ -14,12 +14,15 @@ user's own model and data, through the same driver, engines and store as ``lth r
 Data are tensors ``(x, y)`` or any iterable of ``(x, y)`` batches (a ``DataLoader``), read once
 into memory; lth then draws its own seeded batches, so a run resumes exactly and every unit's data
 order is repeatable. Labels are class indices. A rerun with the same arguments skips finished
-units; a different model architecture or data set gets its own run directory.
+units; a different architecture, data set, prunable set, initialisation mode or loss/step
+function gets its own run directory (a change inside your code, such as ``forward``, is not
+detected: pass another ``run_dir`` or ``name``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,38 +48,41 @@ _FINGERPRINT = "user-model.json"
 
 
 def _as_tensors(data: Data, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y)`` tensors from a pair of tensors or from an iterable of ``(x, y)`` batches."""
+    """``(x, y)`` tensors from a pair of tensors, from an iterable of ``(x, y)`` batches (a
+    DataLoader) or from an iterable of ``(x, label)`` examples (a Dataset)."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         x, y = data
     else:
         xs, ys = [], []
         try:
-            for batch in data:
-                bx, by = batch[0], batch[1]
-                xs.append(torch.as_tensor(bx))
-                ys.append(torch.as_tensor(by).reshape(-1) if torch.as_tensor(by).dim() == 0 else torch.as_tensor(by))
-        except (TypeError, IndexError, KeyError) as e:
-            raise ValueError(f"{what}: expected (x, y) tensors or an iterable of (x, y) batches "
-                             f"(e.g. a DataLoader); {e}") from e
-        if not xs:
-            raise ValueError(f"{what}: the data are empty")
-        single = xs[0].dim() == 0 or (len(xs) > 1 and all(b.shape == xs[0].shape for b in xs) and ys[0].dim() == 0)
-        x = torch.stack(xs) if single else torch.cat(xs)
-        y = torch.cat([b.reshape(-1) for b in ys])
+            for item in data:
+                xs.append(torch.as_tensor(item[0]))
+                ys.append(torch.as_tensor(item[1]))
+            if not xs:
+                raise ValueError(f"{what}: the data are empty")
+            examples = ys[0].dim() == 0  # single examples carry a scalar label; batches a vector
+            x = torch.stack(xs) if examples else torch.cat(xs)
+            y = torch.stack(ys) if examples else torch.cat(ys)
+        except (TypeError, IndexError, KeyError, RuntimeError) as e:
+            raise ValueError(f"{what}: expected (x, y) tensors, or an iterable of (x, y) batches (a "
+                             f"DataLoader) or of (x, label) examples (a Dataset); {e}") from e
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels")
     if y.dim() != 1 or y.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
         raise ValueError(f"{what}: labels must be a 1-D tensor of class indices, got {y.dtype} {tuple(y.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{what}: the data are empty")
-    return x.float(), y.long()
+    return x, y.long()
 
 
-def _fingerprint(model: nn.Module, splits: Splits) -> str:
+def _fingerprint(model: nn.Module, splits: Splits, prunable: list[str], choices: dict[str, str]) -> str:
     """What identifies a user's experiment beyond its configuration: the architecture (module
-    tree, parameter names and shapes) and the data (shapes and a content hash)."""
+    tree, parameter names and shapes), the prunable parameters, the initialisation mode, which
+    custom loss or step function is used (by name: a change inside a function's code is not
+    detected), and the data (shapes and a content hash)."""
     h = hashlib.sha256()
     h.update(repr(model).encode())
+    h.update(json.dumps({"prunable": prunable, **choices}, sort_keys=True).encode())
     for name, p in model.state_dict().items():
         h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
     for t in (splits.train_x, splits.train_y, splits.val_x, splits.val_y, splits.test_x, splits.test_y):
@@ -93,6 +99,10 @@ def _prunable_rule(prunable: Callable[[nn.Module], list[str]] | dict[str, Any] |
         return lambda model: prunable_parameters(model, **prunable)
     raise TypeError("prunable: a function model -> parameter names, or a dict of keyword arguments "
                     "for lth.models.prunable_parameters (include=, exclude=, types=)")
+
+
+def _name(fn: Callable | None) -> str:
+    return "" if fn is None else f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 @dataclass
@@ -187,7 +197,11 @@ def find_tickets(
         raise ValueError(f"labels must be class indices in [0, {classes})")
     splits = Splits(name, tx.to(dev), ty.to(dev), vx.to(dev), vy.to(dev), sx.to(dev), sy.to(dev),
                     classes, tuple(tx.shape[1:]))
-    fp = _fingerprint(model_factory(), splits)
+    rule = _prunable_rule(prunable)
+    probe = model_factory()
+    names = rule(probe) if rule is not None else prunable_parameters(probe)
+    choices = {"init": init, "loss_fn": _name(loss_fn), "step_fn": _name(step_fn)}
+    fp = _fingerprint(probe, splits, list(names), choices)
     path = Path(run_dir) if run_dir is not None else Path(out) / f"{cfg.name}-{config_hash(cfg)}-{fp[:8]}"
     store = RunStore.open(cfg, run_dir=path)
     with store:
@@ -197,7 +211,7 @@ def find_tickets(
                              f"({stamp} differs); choose another run_dir")
         atomic_write_json(stamp, {"fingerprint": fp})
         exp = Experiment(cfg, store, splits.input_shape, classes, model_factory=model_factory,
-                         prunable=_prunable_rule(prunable), init=init)
+                         prunable=rule, init=init)
         lottery = Lottery(cfg, store, splits, log=log or (lambda s: None), experiment=exp,
                           loss_fn=loss_fn, step_fn=step_fn)
         records = lottery.run()

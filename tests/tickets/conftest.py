@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lth.config import ExperimentConfig
+from lth.config import ExperimentConfig, get_preset
 from lth.experiment import Lottery
-from lth.config import get_preset
 from lth.store import RunStore
 from tests.tickets.helpers import BRANCHES
 

@@ -6,6 +6,7 @@ user trains. The vectorised engines are checked against it (tests/training/test_
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +27,8 @@ StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class ModuleEngine(Engine):
-    """Trains ``template`` itself (its weights are replaced by the unit's state)."""
+    """Trains a copy of ``template`` holding the unit's state (the template is left untouched,
+    as with every engine)."""
 
     # Dropout draws from PyTorch's global generator: the loop seeds it per unit.
     uses_global_rng = True
@@ -47,7 +49,7 @@ class ModuleEngine(Engine):
         self.device = torch.device(device)
         self.precision = precision
         self.n_units = 1
-        self.model = template.to(self.device)
+        self.model = copy.deepcopy(template).to(self.device)
         self.model.load_state_dict(states[0])
         params = dict(self.model.named_parameters())
         missing = [k for k in masks[0] if k not in params]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lth.cli import main
-from lth.presets import preset_names
+from lth.config import preset_names
 
 
 def lth(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -57,12 +57,12 @@ def test_bad_input_is_a_clear_one_line_error(args, words, tmp_path, capsys):
 
 
 def test_missing_data_names_the_files_and_where_it_looked(tmp_path, monkeypatch, capsys):
-    import lth.data as data
+    from lth.data import download  # where the download looks _fetch up
 
     def offline(url, dest):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(data, "_fetch", offline)
+    monkeypatch.setattr(download, "_fetch", offline)
     code = main(["run", "--preset", "lenet300-mnist", "--data-dir", str(tmp_path / "nodata"),
                  "--out", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err

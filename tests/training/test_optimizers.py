@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from lth.config import TrainConfig
-from lth.optim import DirectFusedAdam
-from lth.train import make_optimizer
+from lth.training.optimizers import DirectFusedAdam, make_optimizer
 
 
 def _params(seed: int) -> list[torch.Tensor]:

@@ -1,6 +1,5 @@
-"""The pruning plan in lth.lottery: per-layer rates, the global pool, one-shot vs iterative sizes and
-the paper's P_m, checked with lth.pruning's mask math and its numpy reference.
-"""
+"""The pruning plan (lth.experiment.plan): per-layer rates (paper Sec. 2), the global pool
+(App. I), the next level's mask and the expected fraction of weights remaining."""
 
 from __future__ import annotations
 
@@ -8,14 +7,99 @@ import pytest
 import torch
 from torch import nn
 
-from lth.config import ExperimentConfig
-from lth.lottery import expected_weights_remaining, global_pool, layer_rates, next_mask
-from lth.models import MODELS, build_model, output_parameter, prunable_parameters
-from lth.presets import get_preset
-from lth.pruning import density, full_mask, paper_lenet_remaining, prune_count, prune_layerwise
+from lth.config import ExperimentConfig, get_preset
+from lth.experiment import expected_weights_remaining, global_pool, layer_rates, next_mask
+from lth.models import MODELS, build_model, initialize, output_parameter, prunable_parameters, prunable_tensors
+from lth.pruning import (
+    density,
+    full_mask,
+    is_nested,
+    keep_counts_layerwise,
+    paper_lenet_remaining,
+    prune_count,
+    prune_layerwise,
+)
 from tests.pruning.reference import LENET_SHAPES, PAPER_PM, counts, rand_weights, ref_count
 
 
+def make_cfg(model: str = "mlp-100-50", **prune) -> ExperimentConfig:
+    d = get_preset("digits-quick").to_dict()
+    d["model"]["name"] = model
+    d["prune"].update(prune)
+    return ExperimentConfig.from_dict(d)
+
+
+def weights(model, seed: int = 0) -> dict[str, torch.Tensor]:
+    initialize(model, torch.Generator().manual_seed(seed))
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_layer_rates_fc_at_rate_output_at_half_conv_at_conv_rate():
+    mlp = build_model("mlp-100-50", (1, 8, 8), 10)
+    assert layer_rates(mlp, make_cfg(rate=0.2)) == pytest.approx(
+        {"hidden.0.weight": 0.2, "hidden.1.weight": 0.2, "out.weight": 0.1})
+    assert layer_rates(mlp, make_cfg(rate=0.2, output_rate=0.05))["out.weight"] == pytest.approx(0.05)
+    conv = build_model("conv2", (3, 32, 32), 10)
+    rates = layer_rates(conv, make_cfg("conv2", rate=0.2, conv_rate=0.1))
+    names = prunable_parameters(conv)
+    out = names[-1]
+    assert rates[out] == pytest.approx(0.1)
+    assert {rates[n] for n in names if conv.get_parameter(n).dim() == 4} == {0.1}
+    assert {rates[n] for n in names if conv.get_parameter(n).dim() == 2 and n != out} == {0.2}
+
+
+def test_global_pool_leaves_out_the_output_layer_unless_it_is_pruned():
+    conv = build_model("conv2", (3, 32, 32), 10)
+    names = prunable_parameters(conv)
+    assert global_pool(conv, make_cfg("conv2", strategy="global")) == names
+    assert global_pool(conv, make_cfg("conv2", strategy="global", prune_output=False)) == names[:-1]
+
+
+def test_next_mask_prunes_the_smallest_surviving_weights_of_each_layer_by_its_rate():
+    model = build_model("mlp-100-50", (1, 8, 8), 10)
+    cfg = make_cfg()
+    prev = full_mask(prunable_tensors(model))
+    for level in (1, 2, 3):
+        w = weights(model, level)
+        mask = next_mask(model, cfg, w, prev, 1)
+        assert is_nested(mask, prev)
+        assert {n: int(m.sum()) for n, m in mask.items()} == keep_counts_layerwise(prev, layer_rates(model, cfg))
+        for n, m in mask.items():
+            assert w[n][prev[n] & ~m].abs().max() <= w[n][m].abs().min()
+        assert density(mask) == pytest.approx(expected_weights_remaining(cfg, model, level))
+        prev = mask
+
+
+def test_one_shot_reaches_the_sizes_of_as_many_iterative_rounds():
+    model = build_model("mlp-100-50", (1, 8, 8), 10)
+    cfg = make_cfg()
+    w = weights(model)
+    dense = full_mask(prunable_tensors(model))
+    iterative = dense
+    for _ in range(3):
+        iterative = next_mask(model, cfg, w, iterative, 1)
+    one_shot = next_mask(model, cfg, w, dense, 3)
+    assert {n: int(m.sum()) for n, m in one_shot.items()} == {n: int(m.sum()) for n, m in iterative.items()}
+
+
+@pytest.mark.parametrize("prune_output", [True, False])
+def test_global_pruning_uses_one_threshold_over_the_pool(prune_output):
+    model = build_model("conv2", (3, 32, 32), 10)
+    cfg = make_cfg("conv2", strategy="global", prune_output=prune_output)
+    w = weights(model)
+    dense = full_mask(prunable_tensors(model))
+    mask = next_mask(model, cfg, w, dense, 2)
+    pool = global_pool(model, cfg)
+    pruned = torch.cat([w[n][~mask[n]].abs() for n in pool])
+    kept = torch.cat([w[n][mask[n]].abs() for n in pool])
+    assert pruned.numel() > 0 and pruned.max() <= kept.min()
+    for n in set(mask) - set(pool):
+        assert bool(mask[n].all()), n  # outside the pool: left dense
+    assert density(mask) == pytest.approx(expected_weights_remaining(cfg, model, 2))
+    assert density(mask) < 1.0
+
+
+# --- the paper's pruning plan against an independent numpy reference (tests/pruning/reference.py)
 def lenet() -> nn.Module:
     return build_model("lenet300", (1, 28, 28), 10)
 

@@ -1,0 +1,133 @@
+"""The branch registry (lth.experiment.branches): every registered branch starts its unit with the
+level's per-layer counts at the rewind iteration, repeatably; unknown names list the valid ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lth.config import ConfigError, ExperimentConfig, get_preset
+from lth.experiment import BRANCHES, Experiment, UnitKey, get_branch, next_mask, register_branch
+from lth.experiment.branches import UnitStart, branch_names, check_branches
+from lth.experiment.branches.reinit import reinit_state
+from lth.models import build_model, initialize, prunable_tensors
+from lth.pruning import full_mask
+from lth.store import RunStore
+
+SHAPE = (1, 8, 8)
+
+
+def make_cfg(rewind: int = 0) -> ExperimentConfig:
+    d = get_preset("digits-quick").to_dict()
+    d["train"].update(iterations=120, eval_every=40)
+    d["lottery"].update(levels=2, trials=2, branches=tuple(BRANCHES), rewind_iteration=rewind)
+    return ExperimentConfig.from_dict(d)
+
+
+def model(seed: int):
+    m = build_model("mlp-100-50", SHAPE, 10)
+    initialize(m, torch.Generator().manual_seed(seed))
+    return m
+
+
+@pytest.fixture
+def level(tmp_path):
+    """An Experiment (over an empty store) and a level-2 mask pruned from some weights."""
+
+    def make(rewind: int = 0):
+        cfg = make_cfg(rewind)
+        store = RunStore.open(cfg, root=tmp_path, lock=False)
+        exp = Experiment(cfg, store, SHAPE, 10)
+        template = model(0)
+        mask = next_mask(template, cfg, dict(template.named_parameters()),
+                         full_mask(prunable_tensors(template)), 2)
+        start = {k: v.detach().clone() for k, v in model(1).state_dict().items()}
+        return exp, mask, start
+
+    return make
+
+
+def counts(mask) -> dict[str, int]:
+    return {n: int(t.sum()) for n, t in mask.items()}
+
+
+def test_the_papers_branches_are_registered_ticket_first():
+    assert branch_names()[:3] == ["ticket", "reinit", "random_mask"]
+    assert all(get_branch(n).name == n and get_branch(n).description for n in BRANCHES)
+
+
+@pytest.mark.parametrize("rewind", [0, 40])
+@pytest.mark.parametrize("branch", list(BRANCHES))
+def test_every_branch_starts_with_the_levels_counts_at_the_rewind_iteration_repeatably(level, branch, rewind):
+    exp, mask, start = level(rewind)
+    spec = exp.unit_spec(UnitKey(1, 2, branch), mask, start)
+    assert spec.key == UnitKey(1, 2, branch)
+    assert spec.start_step == rewind
+    assert counts(spec.mask) == counts(mask)
+    assert set(spec.start_state) == set(start)
+    assert all(spec.start_state[k].shape == start[k].shape for k in start)
+    again = exp.unit_spec(UnitKey(1, 2, branch), mask, start)
+    assert all(torch.equal(again.mask[n], spec.mask[n]) for n in mask)
+    assert all(torch.equal(again.start_state[k], spec.start_state[k]) for k in start)
+    # the stored flag says whether the unit's mask is its own
+    assert get_branch(branch).own_mask == any(not torch.equal(spec.mask[n], mask[n]) for n in mask)
+
+
+# What the paper's branches test (Sec. 2): the same mask or not, the same start values or not.
+KNOWN = {"ticket": (True, True), "reinit": (True, False), "random_mask": (False, True)}
+
+
+@pytest.mark.parametrize("branch", list(KNOWN))
+def test_the_papers_branches_differ_only_in_what_they_test(level, branch):
+    exp, mask, start = level()
+    spec = exp.unit_spec(UnitKey(0, 1, branch), mask, start)
+    same_mask, same_start = KNOWN[branch]
+    assert all(torch.equal(spec.mask[n], mask[n]) for n in mask) == same_mask
+    assert all(torch.equal(spec.start_state[k], start[k]) for k in start) == same_start
+    # seeded by (trial, level): another trial or level draws differently where the branch draws
+    other = exp.unit_spec(UnitKey(1, 1, branch), mask, start)
+    if not same_mask:
+        assert any(not torch.equal(other.mask[n], spec.mask[n]) for n in mask)
+    if not same_start:
+        assert any(not torch.equal(other.start_state[k], spec.start_state[k]) for k in mask)
+
+
+def test_level_0_trains_only_the_dense_ticket(level):
+    exp, _, _ = level()
+    with pytest.raises(ValueError, match="level 0 trains only the dense network"):
+        exp.unit_spec(UnitKey(0, 0, "reinit"))
+
+
+def test_an_unknown_branch_name_lists_the_valid_ones():
+    valid = ", ".join(BRANCHES)
+    with pytest.raises(ConfigError, match=f"unknown branch 'lucky'; choose from {valid}"):
+        get_branch("lucky")
+    with pytest.raises(ConfigError, match=f"unknown branch lucky; choose from {valid}"):
+        check_branches(("ticket", "lucky"))
+    check_branches(tuple(BRANCHES))
+
+
+def test_a_registered_branch_is_usable_and_a_name_registers_once():
+    @register_branch("test-only-dense-start", "a branch the test adds")
+    def dense_start(ctx):
+        return UnitStart(ctx.mask, ctx.start_state, 0)
+
+    try:
+        check_branches(("ticket", "test-only-dense-start"))
+        assert get_branch("test-only-dense-start").start is dense_start
+        with pytest.raises(RuntimeError, match="registered twice"):
+            register_branch("test-only-dense-start", "again")(dense_start)
+    finally:
+        BRANCHES.pop("test-only-dense-start")
+
+
+def test_reinit_state_is_a_seeded_draw_from_the_initialisation_distribution():
+    a = reinit_state(model(0), seed=0, trial=0, level=1)
+    b = reinit_state(model(5), seed=0, trial=0, level=1)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the model's own values play no part
+    theta0 = model(0).state_dict()
+    for other in (reinit_state(model(0), 1, 0, 1), reinit_state(model(0), 0, 1, 1),
+                  reinit_state(model(0), 0, 0, 2)):
+        assert not torch.equal(other["hidden.0.weight"], a["hidden.0.weight"])
+    for n in ("hidden.0.weight", "hidden.1.weight", "out.weight"):
+        assert a[n].std().item() == pytest.approx(theta0[n].std().item(), rel=0.1)
