@@ -9,7 +9,8 @@ Each side is a Python executable and the source folder it imports lth from (put 
 * ``serial``: the same with ``--parallel-units 1`` (one unit at a time);
 * ``rewind_oneshot``: the same with ``--rewind-iteration 500 --one-shot``;
 * ``global``: the same with ``--set prune.strategy=global --set prune.prune_output=false``;
-* ``digits``: ``--preset digits-quick --threads 1`` (fp32);
+* ``digits``: ``--preset digits-quick --trials 2 --levels 8 --iterations 2000 --branches ticket,reinit
+  --threads 1`` (fp32);
 * ``digits_bf16``: the same with ``--precision bf16 --test-eval best``.
 
 Then, per variant: ``summary.json``'s records must be equal apart from ``train_seconds``, every
@@ -53,12 +54,12 @@ MAX_LISTED = 20  # differences listed per variant
 
 def variant_args(name: str, args: argparse.Namespace) -> list[str]:
     """The ``lth run`` arguments of one variant (without ``--run-dir``)."""
-    sizes: list[str] = []
-    for flag, value in (("--trials", args.trials), ("--levels", args.levels), ("--iterations", args.iterations)):
-        if value is not None:
-            sizes += [flag, str(value)]
     if name.startswith("digits"):
-        base = ["--preset", "digits-quick", *sizes, "--threads", "1"]
+        # The sizes are given explicitly, so a change of the demo preset's defaults does not change
+        # what is compared (levels, trials and branches are not in the run's identity hash).
+        base = ["--preset", "digits-quick", "--trials", str(args.trials or 2), "--levels",
+                str(args.levels if args.levels is not None else 8), "--iterations", str(args.iterations or 2000),
+                "--branches", "ticket,reinit", "--threads", "1"]
         return base + (["--precision", "bf16", "--test-eval", "best"] if name == "digits_bf16" else [])
     lenet = ["--preset", "lenet300-mnist", "--data-dir", str(args.data_dir),
              "--trials", str(args.trials or 2), "--levels", str(args.levels if args.levels is not None else 4),
@@ -252,11 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"),
                     help="folder holding mnist/ (the LeNet variants)")
-    ap.add_argument("--trials", type=int, default=None, help="trials of every variant (default: 2 for LeNet, "
-                    "the preset's for digits)")
-    ap.add_argument("--levels", type=int, default=None, help="levels of every variant (default: 4 / the preset's)")
+    ap.add_argument("--trials", type=int, default=None, help="trials of every variant (default: 2)")
+    ap.add_argument("--levels", type=int, default=None,
+                    help="levels of every variant (default: 4 for LeNet, 8 for digits)")
     ap.add_argument("--iterations", type=int, default=None,
-                    help="iterations of every variant (default: 2000 / the preset's)")
+                    help="iterations of every variant (default: 2000)")
     ap.add_argument("--rewind-iteration", type=int, default=500, help="of the rewind_oneshot variant")
     ap.add_argument("--out", type=Path, default=Path("bench_out/refactor_equivalence"),
                     help="run directories: OUT/before/<variant>, OUT/after/<variant>")

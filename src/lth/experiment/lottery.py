@@ -72,8 +72,10 @@ class Experiment:
         self.init = init
 
     def new_model(self) -> nn.Module:
+        """A model of the architecture (its weights are overwritten before use)."""
         if self.model_factory is not None:
-            return self.model_factory()
+            with torch.random.fork_rng(devices=[]):  # the caller's global generator is left as it was
+                return self.model_factory()
         return build_model(self.cfg.model.name, self.input_shape, self.num_classes)
 
     def seed(self, *path: object) -> int:
@@ -90,7 +92,7 @@ class Experiment:
         if self.init == "factory":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed(*path))
-                model = self.new_model()
+                model = self.model_factory()
         else:
             model = self.new_model()
             initialize(model, generator(self.cfg.lottery.seed, *path))
