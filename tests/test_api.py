@@ -31,10 +31,10 @@ def test_a_dataloader_and_a_sequential_mlp_give_the_records_of_lth_run(tmp_path,
         lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 50), nn.ReLU(),
                               nn.Linear(50, 10)),
         loader(s.train_x, s.train_y), loader(s.val_x, s.val_y), loader(s.test_x, s.test_y),
-        config=cfg, levels=2, iterations=200, branches=["ticket", "reinit", "random_mask"], init="lth",
+        config=cfg, levels=2, trials=2, iterations=200, branches=["ticket", "reinit", "random_mask"], init="lth",
         num_classes=10, out=tmp_path / "api", log=None)
-    assert lth_main(["run", "--preset", "digits-quick", "--levels", "2", "--iterations", "200", "--branches",
-                     "ticket,reinit,random_mask", "--quiet", "--run-dir", str(tmp_path / "cli")]) == 0
+    assert lth_main(["run", "--preset", "digits-quick", "--levels", "2", "--trials", "2", "--iterations", "200",
+                     "--branches", "ticket,reinit,random_mask", "--quiet", "--run-dir", str(tmp_path / "cli")]) == 0
     cli = json.loads((tmp_path / "cli" / "summary.json").read_text())
     assert len(cli) == 2 * (1 + 2 * 3)
     assert strip([r.to_dict() for r in search.records]) == strip(cli)
