@@ -9,6 +9,8 @@ Each side is a Python executable and the source folder it imports lth from (put 
 * ``serial``: the same with ``--parallel-units 1`` (one unit at a time);
 * ``rewind_oneshot``: the same with ``--rewind-iteration 500 --one-shot``;
 * ``global``: the same with ``--set prune.strategy=global --set prune.prune_output=false``;
+* ``deep``: ``--preset lenet300-mnist --trials 2 --levels 15 --iterations 300 --eval-every 100
+  --branches ticket,random_mask --threads 1`` (down to 3.6% of weights: the sparse kernels);
 * ``digits``: ``--preset digits-quick --trials 2 --levels 8 --iterations 2000 --branches ticket,reinit
   --threads 1`` (fp32);
 * ``digits_bf16``: the same with ``--precision bf16 --test-eval best``.
@@ -47,7 +49,7 @@ from common import command_line, machine_info, write_results
 from lth.store import atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("default", "serial", "rewind_oneshot", "global", "digits", "digits_bf16")
+VARIANTS = ("default", "serial", "rewind_oneshot", "global", "deep", "digits", "digits_bf16")
 IGNORED = {"train_seconds"}  # the only summary field allowed to differ
 MAX_LISTED = 20  # differences listed per variant
 
@@ -61,6 +63,11 @@ def variant_args(name: str, args: argparse.Namespace) -> list[str]:
                 str(args.levels if args.levels is not None else 8), "--iterations", str(args.iterations or 2000),
                 "--branches", "ticket,reinit", "--threads", "1"]
         return base + (["--precision", "bf16", "--test-eval", "best"] if name == "digits_bf16" else [])
+    if name == "deep":
+        # Down to 3.6% of weights in few iterations: the levels below 25% take the MLP engine's
+        # compact storage and CSR kernels (forward, SDDMM gradient, evaluation), one unit and groups.
+        return ["--preset", "lenet300-mnist", "--data-dir", str(args.data_dir), "--trials", "2", "--levels", "15",
+                "--iterations", "300", "--eval-every", "100", "--branches", "ticket,random_mask", "--threads", "1"]
     lenet = ["--preset", "lenet300-mnist", "--data-dir", str(args.data_dir),
              "--trials", str(args.trials or 2), "--levels", str(args.levels if args.levels is not None else 4),
              "--iterations", str(args.iterations or 2000), "--branches", "ticket,reinit,random_mask",
