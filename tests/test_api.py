@@ -140,3 +140,16 @@ def test_another_model_or_bad_data_is_refused_with_a_clear_error(tmp_path, digit
         lth.find_tickets(small, (s.train_x[:10], s.train_y[:9]), *data[1:], out=tmp_path, log=None)
     with pytest.raises(ValueError, match="class indices"):
         lth.find_tickets(small, (s.train_x, s.train_y.float()), *data[1:], out=tmp_path, log=None)
+
+
+def test_a_user_run_says_what_it_holds_and_lth_export_points_to_python(tmp_path, digits, capsys):
+    s = digits
+    data = ((s.train_x, s.train_y), (s.val_x, s.val_y), (s.test_x, s.test_y))
+    search = lth.find_tickets(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), *data, levels=1, trials=1,
+                              iterations=10, eval_every=10, branches=["ticket"], out=tmp_path, log=None)
+    stored = json.loads((search.run_dir / "config.json").read_text())
+    assert stored["model"]["name"] == "user" and stored["data"]["dataset"] == "user"  # not a registry entry
+    assert lth_main(["export", str(search.run_dir), "--level", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lth: error:") and "find_tickets" in err and ".mask(level)" in err
+    assert lth_main(["report", str(search.run_dir)]) == 0  # reports read the records alone

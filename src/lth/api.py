@@ -45,6 +45,8 @@ __all__ = ["TicketSearch", "find_tickets"]
 
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable[Any]
 _FINGERPRINT = "user-model.json"
+#: ``model.name`` and ``data.dataset`` of a run made by :func:`find_tickets`.
+USER = "user"
 
 
 def _as_tensors(data: Data, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,6 +188,11 @@ def find_tickets(
         if value is not None:
             d[section][field] = value
     cfg = apply_overrides(ExperimentConfig.from_dict(d), list(settings))
+    # The model and the data are the caller's, not registry entries: the stored configuration says
+    # so, and user-model.json fingerprints them.
+    d = cfg.to_dict()
+    d["model"]["name"], d["data"]["dataset"] = USER, USER
+    cfg = ExperimentConfig.from_dict(d)
     dev = torch.device(cfg.runtime.device)
     tensors = [_as_tensors(data, what) for data, what in ((train, "train"), (val, "val"), (test, "test"))]
     (tx, ty), (vx, vy), (sx, sy) = tensors

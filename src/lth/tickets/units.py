@@ -92,6 +92,10 @@ def resolve_unit(run_dir: Path | str, level: int, trial: int, branch: str) -> Un
         cfg = config_from_run(run_dir)
     except (ConfigError, StoreError, ValueError, TypeError) as e:
         raise ExportError(f"cannot read {run_dir / 'config.json'}: {e}") from e
+    if cfg.model.name == "user":
+        raise ExportError(f"{run_dir} was made by lth.find_tickets with your own model and data, which "
+                          "`lth export` cannot rebuild; in Python use the TicketSearch it returned: "
+                          ".mask(level) and .weights(level), with lth.save_mask / lth.save_weights")
     trials = sorted(n for p in run_dir.glob("trial_*") if p.is_dir() and (n := _dir_number(p)) is not None)
     if trial not in trials:
         have = f"trials present: {_ranges(trials)}" if trials else "no trial has started yet"
