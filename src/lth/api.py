@@ -205,7 +205,8 @@ def find_tickets(
     splits = Splits(name, tx.to(dev), ty.to(dev), vx.to(dev), vy.to(dev), sx.to(dev), sy.to(dev),
                     classes, tuple(tx.shape[1:]))
     rule = _prunable_rule(prunable)
-    probe = model_factory()
+    with torch.random.fork_rng(devices=[]):  # lth never advances the caller's global generator
+        probe = model_factory()
     names = rule(probe) if rule is not None else prunable_parameters(probe)
     choices = {"init": init, "loss_fn": _name(loss_fn), "step_fn": _name(step_fn)}
     fp = _fingerprint(probe, splits, list(names), choices)
