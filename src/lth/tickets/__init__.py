@@ -5,7 +5,6 @@
   the mask encodings); :func:`read_ticket` decodes one, :func:`load_ticket` rebuilds the model.
 * :func:`sparsify`, :class:`SparseLinear`, :class:`SparseConv2d` (:mod:`lth.tickets.sparse`) run
   pruned layers with sparse kernels.
-* :func:`add_export_parser` / :func:`cmd_export`: the ``lth export`` sub-command.
 
 Importing this package does not import torch (the command line imports it to build its parser);
 the sparse-module names load :mod:`lth.tickets.sparse`, and with it torch, on first use.
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cli import add_export_parser, cmd_export
 from .errors import ExportError, TicketFormatError
 from .export import (
     WEIGHTS,
@@ -42,8 +40,6 @@ __all__ = [
     "SparseLinear",
     "Ticket",
     "TicketFormatError",
-    "add_export_parser",
-    "cmd_export",
     "default_export_path",
     "dense_checkpoint_bytes",
     "export_size",

@@ -1,4 +1,5 @@
-"""lth.tickets.cli: the ``lth export`` sub-command, and the torch-free import the command line needs."""
+"""The ``lth export`` sub-command (lth.cli.export) on the tickets' runs, and the torch-free import of
+lth.tickets that the command line needs."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import sys
 
 import pytest
 
-from lth.tickets import add_export_parser, cmd_export, export_size, read_ticket
+from lth.cli import export as export_command
+from lth.tickets import export_size, read_ticket
 
 
 def export_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lth")
-    add_export_parser(parser.add_subparsers(dest="command"))
-    return cmd_export(parser.parse_args(["export", *argv]))
+    export_command.add_parser(parser.add_subparsers(dest="command"))
+    return export_command.run(parser.parse_args(["export", *argv]))
 
 
 def test_cli_export_writes_the_file_and_prints_its_size(run_copy, capsys):
