@@ -9,7 +9,6 @@ import torch
 from lth.config import ConfigError, ExperimentConfig, get_preset
 from lth.experiment import BRANCHES, Experiment, UnitKey, get_branch, next_mask, register_branch
 from lth.experiment.branches import UnitStart, branch_names, check_branches
-from lth.experiment.branches.reinit import reinit_state
 from lth.models import build_model, initialize, prunable_tensors
 from lth.pruning import full_mask
 from lth.store import RunStore
@@ -121,13 +120,18 @@ def test_a_registered_branch_is_usable_and_a_name_registers_once():
         BRANCHES.pop("test-only-dense-start")
 
 
-def test_reinit_state_is_a_seeded_draw_from_the_initialisation_distribution():
-    a = reinit_state(model(0), seed=0, trial=0, level=1)
-    b = reinit_state(model(5), seed=0, trial=0, level=1)
-    assert all(torch.equal(a[k], b[k]) for k in a)  # the model's own values play no part
+def test_the_reinit_draw_is_seeded_by_trial_and_level_from_the_initialisation_distribution(tmp_path):
+    def draw(seed, trial, level):
+        d = make_cfg().to_dict()
+        d["lottery"]["seed"] = seed
+        cfg = ExperimentConfig.from_dict(d)
+        return Experiment(cfg, RunStore(tmp_path / f"s{seed}"), SHAPE, 10).draw_init("reinit", trial, level)
+
+    a = draw(0, 0, 1)
+    b = draw(0, 0, 1)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # repeatable: nothing but the seed path plays a part
     theta0 = model(0).state_dict()
-    for other in (reinit_state(model(0), 1, 0, 1), reinit_state(model(0), 0, 1, 1),
-                  reinit_state(model(0), 0, 0, 2)):
+    for other in (draw(1, 0, 1), draw(0, 1, 1), draw(0, 0, 2)):
         assert not torch.equal(other["hidden.0.weight"], a["hidden.0.weight"])
     for n in ("hidden.0.weight", "hidden.1.weight", "out.weight"):
         assert a[n].std().item() == pytest.approx(theta0[n].std().item(), rel=0.1)

@@ -293,12 +293,6 @@ def _parse_record(path: Path) -> UnitRecord:
                          "command to retrain that unit") from e
 
 
-def open_run(run_dir: Path | str) -> tuple[RunStore, ExperimentConfig]:
-    """An existing run directory for reading (no lock) and its configuration."""
-    run_dir = Path(run_dir)
-    return RunStore(run_dir), config_from_run(run_dir)
-
-
 def config_from_run(run_dir: Path) -> ExperimentConfig:
     path = Path(run_dir) / "config.json"
     if not path.exists():

@@ -9,8 +9,6 @@ import torch.nn.functional as F
 
 from .engines.base import Engine
 
-TEST_EVALS = ("every", "best")
-
 
 def needs_test(test_eval: str, iteration: int, last_iteration: int, val_loss: float,
                best_val_loss: float) -> bool:

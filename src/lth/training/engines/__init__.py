@@ -61,7 +61,6 @@ def make_engine(template: nn.Module, states: Sequence[dict[str, torch.Tensor]], 
     if loss_fn is not None or step_fn is not None:
         if engine not in (None, "module"):
             raise ValueError(f"a custom loss or training step runs on the module engine, not {engine!r}")
-        choose_engine(template, len(states), "module")  # one unit at a time
         return ModuleEngine(template, states, masks, device, precision, policy, loss_fn=loss_fn, step_fn=step_fn)
     cls = choose_engine(template, len(states), engine)
     return cls(template, states, masks, device, precision, policy)
