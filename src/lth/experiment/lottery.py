@@ -114,12 +114,12 @@ class Experiment:
 
     def level_mask(self, trial: int, level: int) -> Mask:
         """The mask of a level: dense at level 0, else pruned once and stored (masks are nested)."""
-        template = self.new_model()
         if level == 0:
-            return full_mask(self.prunable_tensors(template))
+            return full_mask(self.prunable_tensors(self.new_model()))
         mask = self.store.load_level_mask(trial, level)
         if mask is not None:
             return mask
+        template = self.new_model()
         if self.cfg.lottery.one_shot:
             base = full_mask(self.prunable_tensors(template))
             weights, rounds = self.store.load_final(trial, 0, "ticket"), level
@@ -144,14 +144,21 @@ class Experiment:
         return UnitSpec(key, s.mask, s.state, s.step)
 
     def unit_mask(self, key: UnitKey) -> Mask:
-        """A finished unit's mask, as stored: its own where its branch has one, else the level's."""
-        if key.level > 0 and get_branch(key.branch).own_mask:
+        """A finished unit's mask, as stored (nothing is computed or written): dense at level 0,
+        the unit's own where its branch has one (random_mask), else the level's IMP mask. A
+        missing file is a FileNotFoundError naming it."""
+        if key.level == 0:
+            return full_mask(self.prunable_tensors(self.new_model()))
+        if get_branch(key.branch).own_mask:
             mask = self.store.load_unit_mask(key.trial, key.level, key.branch)
-            if mask is None:
-                raise FileNotFoundError(f"{self.store.unit_dir(key.trial, key.level, key.branch) / 'mask.pt'} "
-                                        f"is missing: the {key.branch} unit's own mask")
-            return mask
-        return self.level_mask(key.trial, key.level)
+            path = self.store.unit_dir(key.trial, key.level, key.branch) / "mask.pt"
+        else:
+            mask = self.store.load_level_mask(key.trial, key.level)
+            path = self.store.level_dir(key.trial, key.level) / "mask.pt"
+        if mask is None:
+            raise FileNotFoundError(f"{path} is missing although the unit finished; the run directory is "
+                                    "incomplete (delete the unit's directory and rerun the same command)")
+        return mask
 
 
 def _checkpoint_record(state: TrainState) -> dict[str, Any]:

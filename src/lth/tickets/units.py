@@ -147,24 +147,15 @@ def _experiment(unit: Unit, model_factory: Callable[[], nn.Module]):
 
 
 def unit_mask(unit: Unit, model: nn.Module) -> dict[str, torch.Tensor]:
-    """The unit's mask as stored: dense at level 0, the unit's own where its branch has one
-    (random_mask), else the level's IMP mask."""
+    """The unit's mask as stored (:meth:`lth.experiment.Experiment.unit_mask`)."""
     import torch
 
-    from ..experiment import get_branch
-    from ..models import prunable_tensors
-    from ..pruning import full_mask
+    from ..experiment import UnitKey
 
-    if unit.level == 0:
-        return full_mask(prunable_tensors(model))
-    store = unit.store
-    if get_branch(unit.branch).own_mask:
-        mask, path = store.load_unit_mask(unit.trial, unit.level, unit.branch), unit.dir / "mask.pt"
-    else:
-        mask, path = store.load_level_mask(unit.trial, unit.level), unit.dir.parent / "mask.pt"
-    if mask is None:
-        raise ExportError(f"{path} is missing although the unit finished; the run directory is "
-                          "incomplete (delete the unit's directory and rerun `lth run`)")
+    try:
+        mask = _experiment(unit, lambda: model).unit_mask(UnitKey(unit.trial, unit.level, unit.branch))
+    except FileNotFoundError as e:
+        raise ExportError(str(e)) from e
     return {n: m.to(torch.bool) for n, m in mask.items()}
 
 
