@@ -62,3 +62,29 @@ def require_data(dataset: str = "mnist") -> Path:
     if data_required():
         pytest.fail(f"{msg} [{REQUIRE_ENV}=1 makes this a failure]")
     pytest.skip(msg)
+
+
+def write_finished_unit(store, record) -> None:
+    """Write ``record`` into a run directory as the driver would finish such a unit: evaluations
+    that give exactly its numbers, trained weights, and the inputs it started from (theta0 and,
+    at pruned levels, the level's mask), all with their checksums."""
+    import torch
+
+    t, lv = record.trial, record.level
+    if store.load_theta0(t) is None:
+        store.save_theta0(t, {"w": torch.zeros(4)})
+    inputs = [store.theta0_path(t)]
+    if lv > 0:
+        if store.load_level_mask(t, lv) is None:
+            store.save_level_mask(t, lv, {"w": torch.tensor([True, True, True, False])})
+        inputs.append(store.level_mask_path(t, lv))
+    if not record.ok:
+        store.finish_unit(record, inputs=inputs)
+        return
+    metrics = [{"iteration": record.early_stop_iteration, "val_loss": record.min_val_loss,
+                "val_accuracy": record.early_stop_val_accuracy, "test_accuracy": record.early_stop_test_accuracy}]
+    if record.final_iteration != record.early_stop_iteration:
+        assert record.final_val_loss > record.min_val_loss, "the early stop must be the minimum"
+        metrics.append({"iteration": record.final_iteration, "val_loss": record.final_val_loss,
+                        "val_accuracy": 0.5, "test_accuracy": record.final_test_accuracy})
+    store.finish_unit(record, metrics=metrics, final_state={"w": torch.ones(4)}, inputs=inputs)

@@ -213,12 +213,13 @@ def crash_at_checkpoint_write(monkeypatch, n: int) -> None:
     calls = {"n": 0}
 
     def crashing_save(path, obj):
-        real_save(path, obj)
+        digest = real_save(path, obj)
         if Path(path).name.startswith("checkpoint"):
             calls["n"] += 1
             if calls["n"] == n:
                 monkeypatch.setattr(run_mod, "atomic_torch_save", real_save)
                 raise Crash
+        return digest
 
     monkeypatch.setattr(run_mod, "atomic_torch_save", crashing_save)
 

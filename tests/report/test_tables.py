@@ -10,6 +10,8 @@ from lth.config import ExperimentConfig
 from lth.report import ReportError, aggregate, load_records, markdown_table, report, text_table
 from lth.store import RunStore, UnitRecord
 
+from ..helpers import write_finished_unit
+
 
 def rec(trial, level, branch, acc, it=100, final=None, status="ok", w=None):
     if status != "ok":
@@ -67,7 +69,7 @@ def test_text_and_markdown_tables_show_mean_and_range():
 def _run_dir(tmp_path, records):
     store = RunStore.open(ExperimentConfig(name="t"), run_dir=tmp_path / "run", lock=False)
     for r in records:
-        store.finish_unit(r)
+        write_finished_unit(store, r)
     return store.path
 
 

@@ -48,18 +48,21 @@ def test_bad_records_are_refused_naming_the_field():
         UnitRecord(0, 0, "ticket", 1.0, "done")
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"trial": 0}', b"\xff\xfe"],
-                         ids=["torn", "not-an-object", "missing-fields", "not-utf8"])
-def test_a_garbage_result_json_is_a_store_error_naming_the_file(tmp_path, content):
+@pytest.mark.parametrize("content, problem", [
+    (b"{not json", "is not valid JSON"), (b"\xff\xfe", "is not valid JSON"),
+    (b"[1, 2]", "is not a valid unit record"), (b'{"trial": 0}', "is not a valid unit record"),
+    (json.dumps(OK.to_dict()).encode(), "no checksums"),
+], ids=["torn", "not-utf8", "not-an-object", "missing-fields", "no-checksums"])
+def test_a_garbage_result_json_is_a_store_error_naming_the_file_and_the_unit_is_not_done(tmp_path, content, problem):
     cfg = get_preset("digits-quick")
     with RunStore.open(cfg, root=tmp_path) as store:
-        store.finish_unit(OK)
-        path = store.unit_dir(0, 2, "reinit") / "result.json"
-        assert store.record(0, 2, "reinit") == OK
+        store.finish_unit(FAILED)
+        path = store.unit_dir(1, 0, "ticket") / "result.json"
+        assert store.record(1, 0, "ticket") == FAILED and store.is_done(1, 0, "ticket")
         path.write_bytes(content)
-        with pytest.raises(StoreError, match="result.json is not a valid unit record") as e:
-            store.record(0, 2, "reinit")
-        assert str(path) in str(e.value) and "rerun" in str(e.value)
-        with pytest.raises(StoreError, match="result.json is not a valid unit record") as e:
-            store.records()
+        with pytest.raises(StoreError, match=problem) as e:
+            store.record(1, 0, "ticket")
         assert str(path) in str(e.value)
+        assert not store.is_done(1, 0, "ticket")
+        assert store.records() == []  # a damaged unit is never reported
+        assert problem in store.damaged_units()[(1, 0, "ticket")][0]

@@ -22,9 +22,27 @@ def make_cfg(**over) -> ExperimentConfig:
     return ExperimentConfig.from_dict(d)
 
 
+METRICS = [{"iteration": 0, "val_loss": 0.5, "val_accuracy": 0.8, "test_accuracy": 0.79},
+           {"iteration": 40, "val_loss": 0.3, "val_accuracy": 0.9, "test_accuracy": 0.9},
+           {"iteration": 80, "val_loss": 0.35, "val_accuracy": 0.88, "test_accuracy": 0.89}]
+
+
 def record(trial: int, level: int, branch: str) -> UnitRecord:
-    return UnitRecord(trial, level, branch, 0.8 ** level, "ok", early_stop_iteration=40,
-                      early_stop_test_accuracy=0.9, min_val_loss=0.3, final_test_accuracy=0.89)
+    """What training ``METRICS`` records: early stop at 40, final at 80."""
+    return UnitRecord.from_metrics(trial, level, branch, 0.8 ** level, METRICS)
+
+
+def finish(store: RunStore, trial: int, level: int, branch: str, **files) -> UnitRecord:
+    """Finish a unit the way the driver does: its metrics, weights and the inputs it started from."""
+    if store.load_theta0(trial) is None:
+        store.save_theta0(trial, {"w": torch.full((2,), float(trial))})
+    if level > 0 and store.load_level_mask(trial, level) is None:
+        store.save_level_mask(trial, level, {"w": torch.tensor([True, level < 2])})
+    inputs = [store.theta0_path(trial)] + ([store.level_mask_path(trial, level)] if level else [])
+    rec = record(trial, level, branch)
+    store.finish_unit(rec, metrics=METRICS, final_state=files.pop("final_state", {"w": torch.ones(2)}),
+                      inputs=inputs, **files)
+    return rec
 
 
 @pytest.fixture
@@ -32,7 +50,7 @@ def run_dir(tmp_path):
     """A run directory holding one finished unit."""
     cfg = make_cfg()
     with RunStore.open(cfg, root=tmp_path) as store:
-        store.finish_unit(record(0, 0, "ticket"), metrics=[{"iteration": 0}], final_state={"w": torch.ones(2)})
+        finish(store, 0, 0, "ticket")
         return cfg, store.path
 
 
@@ -67,13 +85,13 @@ def test_a_finished_unit_has_its_files_no_checkpoint_and_a_summary_line(tmp_path
         assert store.load_checkpoint(0, 1, "random_mask") == {"step": 50}
         assert not store.is_done(0, 1, "random_mask")
         own = {"w": torch.tensor([True, False])}
-        store.finish_unit(record(0, 1, "random_mask"), metrics=[{"iteration": 0}, {"iteration": 40}],
-                          final_state={"w": torch.tensor([1.0, 0.0])}, own_mask=own)
+        finish(store, 0, 1, "random_mask", final_state={"w": torch.tensor([1.0, 0.0])}, own_mask=own)
         assert store.is_done(0, 1, "random_mask")
         assert store.load_checkpoint(0, 1, "random_mask") is None
         assert torch.equal(store.load_unit_mask(0, 1, "random_mask")["w"], own["w"])
         assert torch.equal(store.load_final(0, 1, "random_mask")["w"], torch.tensor([1.0, 0.0]))
-        assert [json.loads(line)["iteration"] for line in (udir / "metrics.jsonl").read_text().splitlines()] == [0, 40]
+        lines = (udir / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["iteration"] for line in lines] == [0, 40, 80]
         assert store.record(0, 1, "random_mask") == record(0, 1, "random_mask")
         assert read_json(store.path / "summary.json") == [record(0, 1, "random_mask").to_dict()]
 
@@ -81,7 +99,7 @@ def test_a_finished_unit_has_its_files_no_checkpoint_and_a_summary_line(tmp_path
 def test_records_and_the_summary_are_sorted_by_trial_level_branch(tmp_path):
     with RunStore.open(make_cfg(), root=tmp_path) as store:
         for key in [(1, 0, "ticket"), (0, 1, "reinit"), (0, 0, "ticket"), (0, 1, "random_mask")]:
-            store.finish_unit(record(*key))
+            finish(store, *key)
         want = [(0, 0, "ticket"), (0, 1, "random_mask"), (0, 1, "reinit"), (1, 0, "ticket")]
         assert [r.key for r in store.records()] == want
         assert [r.key for r in store.write_summary()] == want

@@ -254,13 +254,13 @@ def test_failed_unit_unknown_branch_trial_and_bad_choices(run, run_copy):
     assert issubclass(ExportError, ValueError)
 
 
-def test_incomplete_run_directory_names_the_missing_file(run_copy):
+def test_a_damaged_unit_is_refused_naming_the_file(run_copy):
     (run_copy / "trial_0/level_2/ticket/final.pt").unlink()
-    with pytest.raises(ExportError, match=r"final.pt is missing although the unit finished"):
+    with pytest.raises(ExportError, match=r"level 2 of trial 0, branch 'ticket', is damaged: final.pt is missing"):
         export_ticket(run_copy, 2)
-    (run_copy / "trial_0/theta0.pt").unlink()
-    with pytest.raises(ExportError, match=r"theta0.pt is missing.*use --weights final"):
-        export_ticket(run_copy, 2, branch="random_mask", weights="init")
-    (run_copy / "trial_0/level_1/mask.pt").unlink()
-    with pytest.raises(ExportError, match=r"mask.pt is missing although the unit finished"):
+    (run_copy / "trial_0/level_1/mask.pt").write_bytes(b"edited")
+    with pytest.raises(ExportError, match=r"its input trial_0/level_1/mask.pt has 6 bytes"):
         export_ticket(run_copy, 1)
+    (run_copy / "trial_0/theta0.pt").unlink()  # every unit started from it
+    with pytest.raises(ExportError, match=r"its input trial_0/theta0.pt is missing.*Rerun the same `lth run`"):
+        export_ticket(run_copy, 2, branch="random_mask", weights="final")

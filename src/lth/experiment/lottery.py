@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from ..data import Splits
 from ..models import build_model, initialize, prunable_tensors
 from ..pruning import Mask, density, full_mask
 from ..seeds import derive_seed, generator
-from ..store import RunStore, UnitRecord
+from ..store import DamagedFileError, RunStore, UnitRecord
 from ..training import EvalPoint, TrainingDiverged, TrainResult, TrainState, UnitInput, max_units, train_many
 from ..training.engines.module import LossFn, StepFn
 from .branches import BranchContext, check_branches, get_branch
@@ -175,15 +176,12 @@ def _checkpoint_record(state: TrainState) -> dict[str, Any]:
 
 
 def result_record(key: UnitKey, mask: Mask, outcome: TrainResult | TrainingDiverged) -> UnitRecord:
+    """A unit's record: its numbers are derived from its evaluations by the same rule that checks
+    them when the run directory is read (:meth:`lth.store.UnitRecord.metrics_problem`)."""
     if isinstance(outcome, TrainingDiverged):
         return UnitRecord(key.trial, key.level, key.branch, density(mask), "failed", error=str(outcome))
-    es, last = outcome.early_stop, outcome.history[-1]
-    return UnitRecord(
-        key.trial, key.level, key.branch, density(mask), "ok",
-        early_stop_iteration=es.iteration, early_stop_test_accuracy=es.test_accuracy,
-        early_stop_val_accuracy=es.val_accuracy, min_val_loss=es.val_loss,
-        final_test_accuracy=last.test_accuracy, final_val_loss=last.val_loss, final_iteration=last.iteration,
-        train_seconds=round(outcome.seconds, 3))
+    return UnitRecord.from_metrics(key.trial, key.level, key.branch, density(mask),
+                                   [h.to_dict() for h in outcome.history], round(outcome.seconds, 3))
 
 
 class Lottery:
@@ -211,8 +209,48 @@ class Lottery:
 
     # ------------------------------------------------------------------ training groups of units
     def _resume(self, key: UnitKey) -> TrainState | None:
-        ckpt = self.store.load_checkpoint(key.trial, key.level, key.branch)
-        return TrainState(**ckpt) if ckpt is not None else None
+        try:
+            ckpt = self.store.load_checkpoint(key.trial, key.level, key.branch)
+            return TrainState(**ckpt) if ckpt is not None else None
+        except (DamagedFileError, TypeError) as e:
+            path = self.store.unit_dir(key.trial, key.level, key.branch) / "checkpoint.pt"
+            why = e.problem if isinstance(e, DamagedFileError) else "does not hold a training state"
+            self.log(f"{path} {why}: discarding it; the unit trains from its start")
+            self.store.invalidate_unit(key.trial, key.level, key.branch)
+            return None
+
+    def inputs(self, key: UnitKey) -> list[Path]:
+        """The recorded files a unit starts from: theta0 at level 0; at pruned levels the level's
+        mask and what the level resets to (theta0, or theta_k when rewinding)."""
+        t = key.trial
+        if key.level == 0:
+            return [self.store.theta0_path(t)]
+        start = self.store.theta0_path(t) if self.cfg.lottery.rewind_iteration == 0 else self.store.rewind_path(t)
+        return [start, self.store.level_mask_path(t, key.level)]
+
+    def repair(self) -> None:
+        """Find damage before training (see :mod:`lth.store.run`, "Integrity"): a damaged theta0,
+        theta_k or level mask is discarded and recomputed where the run reaches it (a unit that
+        started from it stays finished if the recomputed file is identical); a damaged finished
+        unit is retrained; theta_k missing behind a finished dense unit retrains that unit."""
+        store, L = self.store, self.cfg.lottery
+        if store.repaired_config:
+            self.log(store.repaired_config)
+        if store.checksums_problem:
+            self.log(f"{store.checksums_problem}; every theta0, rewind and level mask is checked again")
+        for path in store.input_paths():
+            problem = store.input_problem(path)
+            if problem is not None:
+                store.discard_input(path)
+                self.log(f"{path} {problem}: discarded; it is recomputed when the run reaches it")
+        if L.rewind_iteration > 0:
+            for t in range(L.trials):
+                if store.is_done(t, 0, "ticket") and store.rel(store.rewind_path(t)) not in store.checksums():
+                    store.invalidate_unit(t, 0, "ticket")
+                    self.log(f"trial {t}: {store.rewind_path(t).name} (theta_k) is gone; retraining the dense "
+                             "network, which recreates it")
+        if (store.path / "summary.json").exists():
+            store.write_summary()  # never lists a unit that is no longer intact
 
     def _capture_steps(self, level: int) -> frozenset[int]:
         k = self.cfg.lottery.rewind_iteration
@@ -267,20 +305,31 @@ class Lottery:
         if isinstance(outcome, TrainResult):
             own = get_branch(spec.key.branch).own_mask and spec.key.level > 0
             self.store.finish_unit(record, metrics=[h.to_dict() for h in outcome.history],
-                                   final_state=outcome.final_state, own_mask=spec.mask if own else None)
+                                   final_state=outcome.final_state, own_mask=spec.mask if own else None,
+                                   inputs=self.inputs(spec.key))
             es, last = outcome.early_stop, outcome.history[-1]
             self.log(f"{label} done: early stop at it {es.iteration}, test acc there "
                      f"{100 * es.test_accuracy:.2f}%, final {100 * last.test_accuracy:.2f}% "
                      f"({fmt_seconds(outcome.seconds)})")
         else:
-            self.store.finish_unit(record)
+            self.store.finish_unit(record, inputs=self.inputs(spec.key))
             self.log(f"{label} FAILED: {outcome}; recorded as failed, other units continue")
         return record
 
     def run_units(self, specs: list[UnitSpec], progress: Progress) -> None:
         """Train the unfinished ``specs`` in groups that share a start point (the furthest along
-        first), at most :meth:`parallel_units` at a time."""
-        todo = [s for s in specs if not self.store.is_done(s.key.trial, s.key.level, s.key.branch)]
+        first), at most :meth:`parallel_units` at a time. A finished unit that is no longer intact
+        is retrained, and the log says why."""
+        todo = []
+        for s in specs:
+            problems = self.store.unit_problems(s.key.trial, s.key.level, s.key.branch)
+            if problems == []:
+                continue
+            if problems:
+                self.log(f"trial {s.key.trial} level {s.key.level} {s.key.branch}: {'; '.join(problems)}; "
+                         "retraining this unit")
+                self.store.invalidate_unit(s.key.trial, s.key.level, s.key.branch)
+            todo.append(s)
         per_group = self.parallel_units()
         by_start: dict[int, list[tuple[UnitSpec, TrainState | None]]] = {}
         for spec in todo:
@@ -296,6 +345,7 @@ class Lottery:
     def run(self) -> list[UnitRecord]:
         cfg, L, store, exp = self.cfg, self.cfg.lottery, self.store, self.exp
         units = all_units(cfg)
+        self.repair()
         progress = Progress(cfg, units, lambda u: store.is_done(u.trial, u.level, u.branch))
         branches = branch_order(cfg)
         self.log(

@@ -18,9 +18,19 @@ from typing import Any
 
 import torch
 
+from .integrity import FileDigest, digest_bytes
+
 
 class StoreError(RuntimeError):
-    """A problem with the run directory (locked, different config, unwritable)."""
+    """A problem with the run directory (locked, different config, unwritable, damaged)."""
+
+
+class DamagedFileError(StoreError):
+    """A file of the run directory is missing, unreadable or not the one that was written."""
+
+    def __init__(self, path: Path, problem: str, fix: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path} {problem}; {fix}")
 
 
 def fsync_dir(path: Path) -> None:
@@ -55,7 +65,8 @@ def _fault_point(stage: str, path: Path) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> FileDigest:
+    """Write ``data`` to ``path`` atomically; returns the written file's digest."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +90,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise store_error(e, path) from e
     fsync_dir(path.parent)
     _fault_point("after-write", path)
+    return digest_bytes(data)
 
 
 def store_error(e: OSError, path: Path) -> Exception:
@@ -95,20 +107,40 @@ def store_error(e: OSError, path: Path) -> Exception:
     return e
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: Path, obj: Any) -> FileDigest:
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def atomic_torch_save(path: Path, obj: Any) -> None:
+def torch_bytes(obj: Any) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def atomic_torch_save(path: Path, obj: Any) -> FileDigest:
+    return atomic_write_bytes(path, torch_bytes(obj))
 
 
 def torch_load(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A tensor file of the run directory; a file torch cannot read is a :class:`DamagedFileError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises many types for a torn or foreign file: all mean damaged
+        raise DamagedFileError(path, f"cannot be read as a tensor file ({type(e).__name__})",
+                               "rerun the same `lth run` command to recompute it, or `lth verify` the "
+                               "run directory to see all damage") from None
 
 
 def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """A JSON file of the run directory; invalid JSON or text is a :class:`DamagedFileError`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise DamagedFileError(path, f"is not valid JSON ({type(e).__name__}: {str(e)[:80]})",
+                               "restore it from a copy, or `lth verify` the run directory to see what "
+                               "a rerun will redo") from None
+    except IsADirectoryError:
+        raise DamagedFileError(path, "is a directory, not a file", "remove it") from None

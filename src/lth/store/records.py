@@ -6,6 +6,22 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 STATUSES = ("ok", "failed")
+_REQUIRED = ("trial", "level", "branch", "weights_remaining")
+_KINDS = {"trial": "count", "level": "count", "branch": "str", "weights_remaining": "real", "status": "str",
+          "early_stop_iteration": "count", "early_stop_test_accuracy": "real", "early_stop_val_accuracy": "real",
+          "min_val_loss": "real", "final_test_accuracy": "real", "final_val_loss": "real",
+          "final_iteration": "count", "train_seconds": "real", "error": "str"}
+_KIND_NAMES = {"count": "an integer >= 0", "real": "a number", "str": "a string"}
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
+    if isinstance(value, bool):
+        return False
+    if kind == "count":
+        return isinstance(value, int) and value >= 0
+    return isinstance(value, (int, float))
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,26 @@ class UnitRecord:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
+    def from_metrics(cls, trial: int, level: int, branch: str, weights_remaining: float,
+                     metrics: list[dict[str, Any]], train_seconds: float | None = None) -> UnitRecord:
+        """The record of a unit that finished training, from its evaluations (``metrics.jsonl``
+        lines): early stop at the minimum validation loss, the first one on ties (paper App. B)."""
+        return cls(trial, level, branch, weights_remaining, "ok", **summarize_metrics(metrics),
+                   train_seconds=train_seconds)
+
+    def metrics_problem(self, metrics: list[dict[str, Any]]) -> str | None:
+        """Why this record's numbers are not the ones its evaluations give, or None if they are."""
+        try:
+            want = summarize_metrics(metrics)
+        except (KeyError, TypeError, ValueError) as e:
+            return f"metrics.jsonl has no usable evaluations ({type(e).__name__}: {e})"
+        for name, value in want.items():
+            have = getattr(self, name)
+            if have != value:
+                return f"{name} = {have!r} in result.json, but metrics.jsonl gives {value!r}"
+        return None
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UnitRecord:
         """Parse a stored record; a missing required field or an unknown one is a ValueError
         naming it."""
@@ -60,4 +96,24 @@ class UnitRecord:
         missing = [k for k in ("trial", "level", "branch", "weights_remaining") if k not in d]
         if missing:
             raise ValueError(f"missing field(s) {', '.join(missing)}")
+        for name, value in d.items():
+            kind = _KINDS[name]
+            if value is None and name not in _REQUIRED:
+                continue
+            if not _is_kind(value, kind):
+                raise ValueError(f"{name} = {value!r} is not {_KIND_NAMES[kind]}")
+        if not 0.0 <= d["weights_remaining"] <= 1.0:
+            raise ValueError(f"weights_remaining = {d['weights_remaining']!r} is not a fraction in [0, 1]")
         return cls(**d)
+
+
+def summarize_metrics(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record's numbers from a unit's evaluations, in iteration order."""
+    if not metrics:
+        raise ValueError("no evaluation")
+    es = min(metrics, key=lambda e: (e["val_loss"], e["iteration"]))
+    last = metrics[-1]
+    return {"early_stop_iteration": es["iteration"], "early_stop_test_accuracy": es["test_accuracy"],
+            "early_stop_val_accuracy": es["val_accuracy"], "min_val_loss": es["val_loss"],
+            "final_test_accuracy": last["test_accuracy"], "final_val_loss": last["val_loss"],
+            "final_iteration": last["iteration"]}

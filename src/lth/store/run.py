@@ -4,7 +4,8 @@ Layout::
 
     <root>/<name>-<hash>/
         config.json                 resolved configuration (identity_dict decides the hash)
-        summary.json                one record per finished (trial, level, branch)
+        checksums.json              size and SHA-256 of every theta0, rewind and level mask
+        summary.json                one record per intact finished (trial, level, branch)
         .lock                       held by the running process (fcntl)
         trial_<T>/
             theta0.pt               the initialisation
@@ -17,10 +18,20 @@ Layout::
                                     are promoted from checkpoint.next.pt (see save_checkpoints)
                     metrics.jsonl   one evaluation per line
                     final.pt        trained weights
-                    result.json     written last: its presence means "finished"
+                    result.json     written last: the record, plus the size and SHA-256 of
+                                    every file the unit wrote and of the inputs it started from
 
 Every file appears atomically (temporary file in the same directory, fsync, rename), so a process
 killed at any moment leaves either the old file or the new one, never a torn one.
+
+Integrity: damage after the fact (a partial copy, a sync tool, a hand edit) is detected, never
+read. A finished unit is *intact* when every file its ``result.json`` lists still has the recorded
+size and SHA-256, the inputs it lists (theta0 or theta_k, the level mask) are still the recorded
+files, and its numbers are the ones its ``metrics.jsonl`` gives. Only intact units count as
+finished: :meth:`RunStore.records` and ``summary.json`` hold them alone, and a rerun retrains the
+others. The checksum of a theta0, rewind or level mask is recorded in ``checksums.json`` *before*
+the file is written, so a crash between the two leaves a recorded file that is missing (recomputed
+by the rerun), never an unrecorded one.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +47,7 @@ import torch
 
 from ..config import ExperimentConfig, config_hash
 from .atomic import (
+    DamagedFileError,
     StoreError,
     atomic_torch_save,
     atomic_write_bytes,
@@ -42,8 +55,10 @@ from .atomic import (
     fsync_dir,
     read_json,
     store_error,
+    torch_bytes,
     torch_load,
 )
+from .integrity import DigestCache, FileDigest, digest_bytes
 from .records import UnitRecord
 
 RESULT = "result.json"
@@ -56,6 +71,9 @@ SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.pt"
 NEXT_CHECKPOINT = "checkpoint.next.pt"
 GROUP_COMMIT = "checkpoint-commit.json"
+CHECKSUMS = "checksums.json"
+_INPUT = re.compile(r"trial_[0-9]+/(theta0\.pt|rewind\.pt|level_[0-9]+/mask\.pt)")
+RERUN_FIX = "rerun the same `lth run` command to redo what depends on it (`lth verify RUN_DIR` lists all damage)"
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -78,6 +96,10 @@ class RunStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._digests = DigestCache()
+        self._checksums: dict[str, FileDigest] | None = None
+        self.checksums_problem: str | None = None  # why checksums.json could not be read
+        self.repaired_config: str | None = None  # set when open() rewrote a damaged config.json
 
     # ------------------------------------------------------------------ opening and locking
     @classmethod
@@ -149,8 +171,18 @@ class RunStore:
     def _finish_checkpoint_group(self) -> None:
         record = self.path / GROUP_COMMIT
         if record.exists():
-            for rel in read_json(record):
+            try:
+                rels = read_json(record)
+                if not isinstance(rels, list) or not all(isinstance(r, str) for r in rels):
+                    raise ValueError
+            except (StoreError, ValueError):
+                # Unreadable: promote nothing. Each unit's checkpoint.pt is a consistent state of
+                # that unit, so the group may resume split, never wrong.
+                rels = []
+            for rel in rels:
                 d = self.path / rel
+                if not d.resolve().is_relative_to(self.path.resolve()):
+                    continue
                 if (d / NEXT_CHECKPOINT).exists():
                     os.replace(d / NEXT_CHECKPOINT, d / CHECKPOINT)
                     fsync_dir(d)
@@ -181,16 +213,24 @@ class RunStore:
 
     def _check_config(self, cfg: ExperimentConfig) -> None:
         path = self.path / "config.json"
-        if path.exists():
-            stored = read_json(path)
-            old = ExperimentConfig.from_dict(stored)
-            diffs = _diff(old.identity_dict(), cfg.identity_dict())
-            if diffs:
-                raise StoreError(
-                    f"run directory {self.path} holds results of a different configuration; "
-                    "refusing to mix them. Differing fields:\n  " + "\n  ".join(diffs)
-                    + "\nUse another --out/--run-dir, or rerun with the stored configuration."
-                )
+        if path.exists() or path.is_symlink():
+            try:
+                old = ExperimentConfig.from_dict(read_json(path))
+            except (StoreError, ValueError, TypeError) as e:
+                if self.path.name != f"{cfg.name}-{config_hash(cfg)}":
+                    raise StoreError(
+                        f"{path} is damaged ({e}), so the results in {self.path} cannot be matched to a "
+                        "configuration; restore config.json from a copy, or use a new --run-dir") from None
+                # The directory's name is this configuration's hash: the file can only have held it.
+                self.repaired_config = f"{path} was damaged and has been rewritten from the configuration"
+            else:
+                diffs = _diff(old.identity_dict(), cfg.identity_dict())
+                if diffs:
+                    raise StoreError(
+                        f"run directory {self.path} holds results of a different configuration; "
+                        "refusing to mix them. Differing fields:\n  " + "\n  ".join(diffs)
+                        + "\nUse another --out/--run-dir, or rerun with the stored configuration."
+                    )
         atomic_write_json(path, cfg.to_dict())
 
     # ------------------------------------------------------------------ paths
@@ -203,77 +243,254 @@ class RunStore:
     def unit_dir(self, trial: int, level: int, branch: str) -> Path:
         return self.level_dir(trial, level) / branch
 
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the run directory, with forward slashes (the key of checksums)."""
+        return Path(path).relative_to(self.path).as_posix()
+
+    def theta0_path(self, trial: int) -> Path:
+        return self.trial_dir(trial) / THETA0
+
+    def rewind_path(self, trial: int) -> Path:
+        return self.trial_dir(trial) / REWIND
+
+    def level_mask_path(self, trial: int, level: int) -> Path:
+        return self.level_dir(trial, level) / MASK
+
+    # ------------------------------------------------------------------ recorded inputs
+    def checksums(self) -> dict[str, FileDigest]:
+        """The recorded digest of every theta0, rewind and level mask (``checksums.json``). An
+        unreadable list counts as empty (every input is then unrecorded, so damaged), and
+        :attr:`checksums_problem` says why."""
+        if self._checksums is None:
+            path = self.path / CHECKSUMS
+            sums: dict[str, FileDigest] = {}
+            if path.exists() or path.is_symlink():
+                try:
+                    raw = read_json(path)
+                    if not isinstance(raw, dict):
+                        raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+                    sums = {str(k): FileDigest.from_dict(v) for k, v in raw.items()}
+                except (StoreError, ValueError, OSError) as e:
+                    self.checksums_problem = f"{path} is damaged ({e})"
+                    sums = {}
+            self._checksums = sums
+        return self._checksums
+
+    def _write_checksums(self, sums: dict[str, FileDigest]) -> None:
+        atomic_write_json(self.path / CHECKSUMS, {k: sums[k].to_dict() for k in sorted(sums)})
+        self._checksums = sums
+        self.checksums_problem = None
+
+    def _save_input(self, path: Path, state: dict[str, torch.Tensor]) -> None:
+        """Record the file's digest, then write the file (see the module docstring for why)."""
+        data = torch_bytes(_cpu(state))
+        digest = digest_bytes(data)
+        self._write_checksums({**self.checksums(), self.rel(path): digest})
+        atomic_write_bytes(path, data)
+        self._digests.remember(path, digest)
+
+    def input_problem(self, path: Path) -> str | None:
+        """Why an input file cannot be trusted (missing although recorded, changed, unrecorded),
+        or None if it is the recorded file or was simply never written."""
+        expected = self.checksums().get(self.rel(path))
+        if expected is None:
+            if not (path.exists() or path.is_symlink()):
+                return None
+            return ("has no recorded checksum" + (f" ({self.checksums_problem})" if self.checksums_problem
+                                                  else f" in {CHECKSUMS}"))
+        return self._digests.problem(path, expected)
+
+    def _load_input(self, path: Path) -> Any:
+        problem = self.input_problem(path)
+        if problem is not None:
+            raise DamagedFileError(path, problem, RERUN_FIX)
+        if self.rel(path) not in self.checksums():
+            return None  # never written
+        return torch_load(path)
+
+    def discard_input(self, path: Path) -> FileDigest | None:
+        """Forget a damaged input (file and checksum) so that it is recomputed; returns the digest
+        that was recorded for it, to compare the recomputed file with."""
+        sums = dict(self.checksums())
+        old = sums.pop(self.rel(path), None)
+        self._write_checksums(sums)
+        _remove(path)
+        return old
+
+    def input_paths(self) -> list[Path]:
+        """Every recorded input and every input file present, recorded or not."""
+        found = {self.path / rel for rel in self.checksums()}
+        for pattern in (f"trial_*/{THETA0}", f"trial_*/{REWIND}", f"trial_*/level_*/{MASK}"):
+            found.update(self.path.glob(pattern))
+        return sorted(found)
+
     # ------------------------------------------------------------------ per-trial and per-level state
     def load_theta0(self, trial: int) -> dict[str, torch.Tensor] | None:
-        """The trial's initialisation, or None if not drawn yet."""
-        return _load_if_exists(self.trial_dir(trial) / THETA0)
+        """The trial's initialisation, or None if not drawn yet; DamagedFileError if damaged."""
+        return self._load_input(self.theta0_path(trial))
 
     def save_theta0(self, trial: int, state: dict[str, torch.Tensor]) -> None:
-        atomic_torch_save(self.trial_dir(trial) / THETA0, _cpu(state))
+        self._save_input(self.theta0_path(trial), state)
 
     def load_rewind(self, trial: int) -> dict[str, torch.Tensor]:
         """theta_k of a trial (written by its dense unit at iteration k)."""
-        path = self.trial_dir(trial) / REWIND
-        if not path.exists():
-            raise StoreError(f"{path} is missing although level 0 of trial {trial} finished; "
-                             "delete the trial's level_0 directory and rerun to recreate it")
-        return torch_load(path)
+        state = self._load_input(self.rewind_path(trial))
+        if state is None:
+            raise DamagedFileError(self.rewind_path(trial), f"is missing although level 0 of trial {trial} "
+                                   "finished", RERUN_FIX)
+        return state
 
     def save_rewind(self, trial: int, state: dict[str, torch.Tensor]) -> None:
-        atomic_torch_save(self.trial_dir(trial) / REWIND, _cpu(state))
+        self._save_input(self.rewind_path(trial), state)
 
     def load_level_mask(self, trial: int, level: int) -> dict[str, torch.Tensor] | None:
-        """The IMP mask of a pruned level, or None if not pruned yet."""
-        return _load_if_exists(self.level_dir(trial, level) / MASK)
+        """The IMP mask of a pruned level, or None if not pruned yet; DamagedFileError if damaged."""
+        return self._load_input(self.level_mask_path(trial, level))
 
     def save_level_mask(self, trial: int, level: int, mask: dict[str, torch.Tensor]) -> None:
-        atomic_torch_save(self.level_dir(trial, level) / MASK, _cpu(mask))
+        self._save_input(self.level_mask_path(trial, level), mask)
+
+    # ------------------------------------------------------------------ a finished unit's files
+    def _unit_file(self, trial: int, level: int, branch: str, name: str) -> Any:
+        """A file a finished unit wrote, checked against its ``result.json``."""
+        udir = self.unit_dir(trial, level, branch)
+        files = self._unit_files(trial, level, branch)
+        if name not in files:
+            raise DamagedFileError(udir / name, "is not among the files its unit's result.json records", RERUN_FIX)
+        problem = self._digests.problem(udir / name, files[name])
+        if problem is not None:
+            raise DamagedFileError(udir / name, problem, RERUN_FIX)
+        return torch_load(udir / name)
+
+    def _unit_files(self, trial: int, level: int, branch: str) -> dict[str, FileDigest]:
+        path = self.unit_dir(trial, level, branch) / RESULT
+        if not path.exists():
+            raise DamagedFileError(path, "is missing: the unit is not finished", "rerun the same `lth run` command")
+        return _parse_result(path)[1]
 
     def load_unit_mask(self, trial: int, level: int, branch: str) -> dict[str, torch.Tensor] | None:
-        """A unit's own mask (branches whose mask is not the level's, e.g. random_mask)."""
-        return _load_if_exists(self.unit_dir(trial, level, branch) / MASK)
+        """A finished unit's own mask (branches whose mask is not the level's, e.g. random_mask),
+        checked against its record; None if the unit has not finished or did not write one."""
+        if not (self.unit_dir(trial, level, branch) / RESULT).exists():
+            return None
+        if MASK not in self._unit_files(trial, level, branch):
+            return None
+        return self._unit_file(trial, level, branch, MASK)
 
     def load_final(self, trial: int, level: int, branch: str) -> dict[str, torch.Tensor]:
-        return torch_load(self.unit_dir(trial, level, branch) / FINAL)
+        """A finished unit's trained weights, checked against its record."""
+        return self._unit_file(trial, level, branch, FINAL)
 
     # ------------------------------------------------------------------ units
     def is_done(self, trial: int, level: int, branch: str) -> bool:
-        return (self.unit_dir(trial, level, branch) / RESULT).exists()
+        """Finished and intact (see the module docstring); a damaged unit is not done."""
+        return self.unit_problems(trial, level, branch) == []
+
+    def unit_problems(self, trial: int, level: int, branch: str) -> list[str] | None:
+        """None if the unit has not finished (no ``result.json``); else what is wrong with it,
+        ``[]`` if it is intact."""
+        udir = self.unit_dir(trial, level, branch)
+        path = udir / RESULT
+        if not (path.exists() or path.is_symlink()):
+            return None
+        try:
+            record, files, inputs = _parse_result(path)
+        except StoreError as e:
+            return [str(e.problem if isinstance(e, DamagedFileError) else e)]
+        if record.key != (trial, level, branch):
+            return [f"result.json describes trial {record.trial} level {record.level} {record.branch}, "
+                    "not this unit"]
+        problems = [f"{name} {p}" for name, d in sorted(files.items())
+                    if (p := self._digests.problem(udir / name, d)) is not None]
+        required = (METRICS, FINAL) if record.ok else ()
+        problems += [f"result.json records no {name}" for name in required if name not in files]
+        sums = self.checksums()
+        for rel, d in sorted(inputs.items()):
+            if (p := self.input_problem(self.path / rel)) is not None:
+                problems.append(f"its input {rel} {p}")
+            elif sums.get(rel) != d:
+                problems.append(f"its input {rel} is no longer the file it started from")
+        if record.ok and METRICS in files and not any(p.startswith(METRICS) for p in problems):
+            try:
+                metrics = [json.loads(line) for line in (udir / METRICS).read_text().splitlines()]
+                p = record.metrics_problem(metrics)
+            except (OSError, ValueError) as e:
+                p = f"metrics.jsonl cannot be read ({type(e).__name__})"
+            if p is not None:
+                problems.append(p)
+        return problems
+
+    def invalidate_unit(self, trial: int, level: int, branch: str) -> None:
+        """Make a finished unit unfinished (its ``result.json`` goes, and any checkpoint with it),
+        so that the next run retrains it from the start."""
+        udir = self.unit_dir(trial, level, branch)
+        for name in (RESULT, CHECKPOINT):
+            _remove(udir / name)
 
     def record(self, trial: int, level: int, branch: str) -> UnitRecord:
-        return _parse_record(self.unit_dir(trial, level, branch) / RESULT)
+        """A finished unit's record, whether intact or not (see :meth:`unit_problems`)."""
+        return _parse_result(self.unit_dir(trial, level, branch) / RESULT)[0]
+
+    def finished_units(self) -> list[tuple[int, int, str]]:
+        """(trial, level, branch) of every unit with a ``result.json``, intact or not, sorted."""
+        keys = []
+        for p in self.path.glob(f"trial_*/level_*/*/{RESULT}"):
+            t, lv = _number(p.parents[2].name), _number(p.parents[1].name)
+            if t is not None and lv is not None:
+                keys.append((t, lv, p.parent.name))
+        return sorted(keys)
 
     def records(self) -> list[UnitRecord]:
-        """Every finished unit's record, sorted by (trial, level, branch)."""
-        recs = [_parse_record(p) for p in self.path.glob(f"trial_*/level_*/*/{RESULT}")]
-        return sorted(recs, key=lambda r: r.key)
+        """Every intact finished unit's record, sorted by (trial, level, branch)."""
+        return [self.record(*k) for k in self.finished_units() if self.unit_problems(*k) == []]
+
+    def damaged_units(self) -> dict[tuple[int, int, str], list[str]]:
+        """Every finished unit that is not intact, with what is wrong with it."""
+        return {k: ps for k in self.finished_units() if (ps := self.unit_problems(*k))}
 
     def load_checkpoint(self, trial: int, level: int, branch: str) -> dict[str, Any] | None:
         return _load_if_exists(self.unit_dir(trial, level, branch) / CHECKPOINT)
 
     def finish_unit(self, record: UnitRecord, *, metrics: list[dict[str, Any]] | None = None,
                     final_state: dict[str, torch.Tensor] | None = None,
-                    own_mask: dict[str, torch.Tensor] | None = None) -> None:
-        """Write a finished unit's files, ``result.json`` last (its presence means finished), drop
-        its checkpoint and refresh ``summary.json``."""
+                    own_mask: dict[str, torch.Tensor] | None = None,
+                    inputs: list[Path] = ()) -> None:
+        """Write a finished unit's files, then ``result.json`` with the record and the digests of
+        those files and of ``inputs`` (the recorded files it started from), last: its presence
+        means finished. Drops the unit's checkpoint and refreshes ``summary.json``."""
         udir = self.unit_dir(record.trial, record.level, record.branch)
+        files: dict[str, FileDigest] = {}
         if metrics is not None:
             lines = "".join(json.dumps(m) + "\n" for m in metrics)
-            atomic_write_bytes(udir / METRICS, lines.encode())
+            files[METRICS] = atomic_write_bytes(udir / METRICS, lines.encode())
         if final_state is not None:
-            atomic_torch_save(udir / FINAL, _cpu(final_state))
+            files[FINAL] = atomic_torch_save(udir / FINAL, _cpu(final_state))
         if own_mask is not None:
-            atomic_torch_save(udir / MASK, _cpu(own_mask))
-        atomic_write_json(udir / RESULT, record.to_dict())
+            files[MASK] = atomic_torch_save(udir / MASK, _cpu(own_mask))
+        for name, d in files.items():
+            self._digests.remember(udir / name, d)
+        sums = self.checksums()
+        missing = [self.rel(p) for p in inputs if self.rel(p) not in sums]
+        if missing:
+            raise StoreError(f"internal error: inputs {missing} of a unit have no recorded checksum")
+        result = {**record.to_dict(), "files": {n: d.to_dict() for n, d in sorted(files.items())},
+                  "inputs": {self.rel(p): sums[self.rel(p)].to_dict() for p in inputs}}
+        atomic_write_json(udir / RESULT, result)
         ckpt = udir / CHECKPOINT
         if ckpt.exists():
             ckpt.unlink()
         self.write_summary()
 
     def write_summary(self) -> list[UnitRecord]:
-        """``summary.json``: every finished unit's record, derived from the units' own files."""
+        """``summary.json``: every intact finished unit's record, derived from the units' own files."""
         records = self.records()
-        atomic_write_json(self.path / SUMMARY, [r.to_dict() for r in records])
+        want = [r.to_dict() for r in records]
+        try:
+            if read_json(self.path / SUMMARY) == want:
+                return records  # already derived from exactly these units
+        except (OSError, StoreError):
+            pass
+        atomic_write_json(self.path / SUMMARY, want)
         return records
 
 
@@ -285,12 +502,44 @@ def _load_if_exists(path: Path) -> Any:
     return torch_load(path) if path.exists() else None
 
 
-def _parse_record(path: Path) -> UnitRecord:
+def _remove(path: Path) -> None:
     try:
-        return UnitRecord.from_dict(read_json(path))
-    except (ValueError, TypeError, UnicodeDecodeError) as e:
-        raise StoreError(f"{path} is not a valid unit record ({e}); delete it and rerun the same "
-                         "command to retrain that unit") from e
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        import shutil
+
+        shutil.rmtree(path)
+
+
+def _number(name: str) -> int | None:
+    """``level_12`` -> 12, ``trial_3`` -> 3; None for a name without a number."""
+    num = name.partition("_")[2]
+    return int(num) if num.isdigit() and num.isascii() else None
+
+
+def _parse_result(path: Path) -> tuple[UnitRecord, dict[str, FileDigest], dict[str, FileDigest]]:
+    """A unit's ``result.json``: its record, the digests of its files and of its inputs."""
+    raw = read_json(path)
+    try:
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+        raw = dict(raw)
+        if "files" not in raw or "inputs" not in raw:
+            raise ValueError("no checksums of its files (written by an lth before 0.2, or edited)")
+        files, inputs = raw.pop("files"), raw.pop("inputs")
+        if not isinstance(files, dict) or not isinstance(inputs, dict):
+            raise ValueError("files and inputs must be JSON objects")
+        bad = [n for n in files if n not in (METRICS, FINAL, MASK)]
+        bad += [r for r in inputs if not isinstance(r, str) or not _INPUT.fullmatch(r)]
+        if bad:
+            raise ValueError(f"unknown file(s) {', '.join(map(repr, bad))}")
+        return (UnitRecord.from_dict(raw), {n: FileDigest.from_dict(d) for n, d in files.items()},
+                {str(r): FileDigest.from_dict(d) for r, d in inputs.items()})
+    except (ValueError, TypeError) as e:
+        raise DamagedFileError(path, f"is not a valid unit record ({e})",
+                               "rerun the same `lth run` command to retrain that unit") from None
 
 
 def config_from_run(run_dir: Path) -> ExperimentConfig:

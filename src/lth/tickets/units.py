@@ -2,8 +2,9 @@
 
 Everything comes from the store (records, masks, weights) and the experiment layer (a branch's
 own start state, from the branch registry), so an export reads exactly what the driver used.
-Nothing here writes to the run directory: a file a finished unit needs and cannot be found is an
-:class:`ExportError` naming it, never a silent fallback.
+Nothing here writes to the run directory, and only an intact unit is exported (its files and the
+inputs it started from match the checksums recorded when it finished): a file that is missing or
+changed is an :class:`ExportError` naming it, never a silent fallback.
 """
 
 from __future__ import annotations
@@ -118,6 +119,10 @@ def resolve_unit(run_dir: Path | str, level: int, trial: int, branch: str) -> Un
         state = "still training or interrupted" if (udir / CHECKPOINT).exists() else "not started"
         raise ExportError(f"level {level} of trial {trial}, branch {branch!r}, is not finished "
                           f"({state}); {hint}")
+    problems = store.unit_problems(trial, level, branch)
+    if problems:
+        raise ExportError(f"level {level} of trial {trial}, branch {branch!r}, is damaged: {'; '.join(problems)}. "
+                          f"Rerun the same `lth run` command to redo it (`lth verify {run_dir}` lists all damage)")
     try:
         record = store.record(trial, level, branch)
     except StoreError as e:
@@ -152,20 +157,23 @@ def unit_mask(unit: Unit, model: nn.Module) -> dict[str, torch.Tensor]:
 
     from ..experiment import UnitKey
 
+    from ..store import StoreError
+
     try:
         mask = _experiment(unit, lambda: model).unit_mask(UnitKey(unit.trial, unit.level, unit.branch))
-    except FileNotFoundError as e:
+    except (FileNotFoundError, StoreError) as e:
         raise ExportError(str(e)) from e
     return {n: m.to(torch.bool) for n, m in mask.items()}
 
 
 def final_state(unit: Unit) -> dict[str, torch.Tensor]:
     """The unit's trained weights (``final.pt``)."""
-    path = unit.dir / "final.pt"
-    if not path.exists():
-        raise ExportError(f"{path} is missing although the unit finished; the run directory "
-                          "is incomplete (delete the unit's directory and rerun `lth run`)")
-    return unit.store.load_final(unit.trial, unit.level, unit.branch)
+    from ..store import StoreError
+
+    try:
+        return unit.store.load_final(unit.trial, unit.level, unit.branch)
+    except StoreError as e:
+        raise ExportError(str(e)) from e
 
 
 def init_state(unit: Unit, model_factory: Callable[[], nn.Module]) -> dict[str, torch.Tensor]:
@@ -176,7 +184,10 @@ def init_state(unit: Unit, model_factory: Callable[[], nn.Module]) -> dict[str, 
     from ..store import StoreError
 
     store = unit.store
-    theta0 = store.load_theta0(unit.trial)
+    try:
+        theta0 = store.load_theta0(unit.trial)
+    except StoreError as e:
+        raise ExportError(f"{e}; the ticket's initialisation cannot be exported (use --weights final)") from e
     if theta0 is None:
         raise ExportError(f"{store.trial_dir(unit.trial) / 'theta0.pt'} is missing; the run directory is "
                           "incomplete, so the ticket's initialisation cannot be exported (use --weights final)")
