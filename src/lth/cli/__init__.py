@@ -7,10 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import config, export, plot, presets, report, run
+from . import config, export, plot, presets, report, run, verify
 
 COMMANDS = {"run": run, "presets": presets, "config": config, "report": report, "plot": plot,
-            "export": export}
+            "export": export, "verify": verify}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -15,6 +15,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..report import report
+    from .common import lth_warnings
 
-    print(report(args.run_dir, args.format), end="")
+    with lth_warnings():
+        print(report(args.run_dir, args.format), end="")
     return 0

@@ -58,7 +58,8 @@ class Experiment:
 
     def __init__(self, cfg: ExperimentConfig, store: RunStore, input_shape: tuple[int, ...], num_classes: int,
                  *, model_factory: Callable[[], nn.Module] | None = None,
-                 prunable: Callable[[nn.Module], list[str]] | None = None, init: str = "lth"):
+                 prunable: Callable[[nn.Module], list[str]] | None = None, init: str = "lth",
+                 log: Log | None = None):
         check_branches(cfg.lottery.branches)
         if init not in ("lth", "factory"):
             raise ValueError(f"init = {init!r}: choose lth (lth.models.initialize) or factory")
@@ -71,6 +72,7 @@ class Experiment:
         self.model_factory = model_factory
         self.prunable = prunable
         self.init = init
+        self.log: Log = log or (lambda s: None)  # says when a damaged input is recomputed
 
     def new_model(self) -> nn.Module:
         """A model of the architecture (its weights are overwritten before use)."""
@@ -117,18 +119,24 @@ class Experiment:
         """The mask of a level: dense at level 0, else pruned once and stored (masks are nested)."""
         if level == 0:
             return full_mask(self.prunable_tensors(self.new_model()))
-        mask = self.store.load_level_mask(trial, level)
+        try:
+            mask = self.store.load_level_mask(trial, level)
+        except DamagedFileError as e:  # e.g. pruned from a ticket that has been retrained since
+            self.log(f"{e.path} {e.problem}: pruning it again")
+            self.store.discard_input(e.path)
+            mask = None
         if mask is not None:
             return mask
         template = self.new_model()
+        source = 0 if self.cfg.lottery.one_shot else level - 1
         if self.cfg.lottery.one_shot:
-            base = full_mask(self.prunable_tensors(template))
-            weights, rounds = self.store.load_final(trial, 0, "ticket"), level
+            base, rounds = full_mask(self.prunable_tensors(template)), level
         else:
-            base = self.level_mask(trial, level - 1)
-            weights, rounds = self.store.load_final(trial, level - 1, "ticket"), 1
+            base, rounds = self.level_mask(trial, level - 1), 1
+        weights = self.store.load_final(trial, source, "ticket")
         mask = next_mask(template, self.cfg, weights, base, rounds)
-        self.store.save_level_mask(trial, level, mask)
+        self.store.save_level_mask(trial, level, mask,
+                                   pruned_from=self.store.unit_dir(trial, source, "ticket") / "final.pt")
         return mask
 
     def unit_spec(self, key: UnitKey, level_mask: Mask | None = None,
@@ -195,6 +203,8 @@ class Lottery:
         self.splits = splits
         self.log = log
         self.exp = experiment or Experiment(cfg, store, splits.input_shape, splits.num_classes)
+        self.exp.log = log
+        store.log = log
         self.loss_fn = loss_fn
         self.step_fn = step_fn
         custom = loss_fn is not None or step_fn is not None  # runs on the one-unit module engine

@@ -18,6 +18,9 @@ class UnitKey:
     def __str__(self) -> str:
         return f"trial {self.trial}, level {self.level}, branch {self.branch}"
 
+    def as_tuple(self) -> tuple[int, int, str]:
+        return (self.trial, self.level, self.branch)
+
 
 @dataclass
 class UnitSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,15 +47,28 @@ class Row:
     failed: int
 
 
+class DamagedUnitsWarning(UserWarning):
+    """Some finished units of a run directory are damaged and were left out of a report."""
+
+
 def load_records(run_dir: Path) -> list[UnitRecord]:
-    """Every finished unit of a run directory, read from the units' own records."""
+    """Every intact finished unit of a run directory, read from the units' own records (never
+    from summary.json). Damaged units are left out, with a :class:`DamagedUnitsWarning` naming them."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise ReportError(f"{run_dir} is not an lth run directory (no config.json)")
+    store = RunStore(run_dir)
     try:
-        records = RunStore(run_dir).records()
+        records = store.records()
+        damaged = store.damaged_units()
     except StoreError as e:
         raise ReportError(str(e)) from e
+    if damaged:
+        first = next(iter(damaged))
+        warnings.warn(DamagedUnitsWarning(
+            f"{len(damaged)} finished unit(s) of {run_dir} are damaged and left out (e.g. trial {first[0]} level "
+            f"{first[1]} {first[2]}: {damaged[first][0]}); `lth verify {run_dir}` lists them, rerunning the "
+            "same `lth run` command redoes them"), stacklevel=2)
     if not records:
         raise ReportError(f"{run_dir} has no finished unit yet")
     return records

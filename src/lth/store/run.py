@@ -40,6 +40,7 @@ import fcntl
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,9 @@ class RunStore:
         self._lock_fd: int | None = None
         self._digests = DigestCache()
         self._checksums: dict[str, FileDigest] | None = None
+        self._sources: dict[str, tuple[str, str]] = {}  # input -> (file it was computed from, its sha256)
+        self._discarded: dict[str, FileDigest] = {}  # damaged inputs dropped, until recomputed
+        self.log: Callable[[str], None] = lambda s: None  # says how a recomputed input compares
         self.checksums_problem: str | None = None  # why checksums.json could not be read
         self.repaired_config: str | None = None  # set when open() rewrote a damaged config.json
 
@@ -264,41 +268,88 @@ class RunStore:
         if self._checksums is None:
             path = self.path / CHECKSUMS
             sums: dict[str, FileDigest] = {}
+            sources: dict[str, tuple[str, str]] = {}
             if path.exists() or path.is_symlink():
                 try:
                     raw = read_json(path)
                     if not isinstance(raw, dict):
                         raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
-                    sums = {str(k): FileDigest.from_dict(v) for k, v in raw.items()}
+                    for rel, entry in raw.items():
+                        if not _INPUT.fullmatch(rel) or not isinstance(entry, dict):
+                            raise ValueError(f"unexpected entry {rel!r}")
+                        entry = dict(entry)
+                        src = entry.pop("source", None)
+                        sums[rel] = FileDigest.from_dict(entry)
+                        if src is not None:
+                            if (not isinstance(src, dict) or set(src) != {"path", "sha256"}
+                                    or not isinstance(src["path"], str) or not isinstance(src["sha256"], str)):
+                                raise ValueError(f"source of {rel!r} is not {{path, sha256}}")
+                            sources[rel] = (src["path"], src["sha256"])
                 except (StoreError, ValueError, OSError) as e:
                     self.checksums_problem = f"{path} is damaged ({e})"
-                    sums = {}
-            self._checksums = sums
+                    sums, sources = {}, {}
+            self._checksums, self._sources = sums, sources
         return self._checksums
 
-    def _write_checksums(self, sums: dict[str, FileDigest]) -> None:
-        atomic_write_json(self.path / CHECKSUMS, {k: sums[k].to_dict() for k in sorted(sums)})
-        self._checksums = sums
+    def _write_checksums(self, sums: dict[str, FileDigest], sources: dict[str, tuple[str, str]]) -> None:
+        out = {}
+        for rel in sorted(sums):
+            out[rel] = sums[rel].to_dict()
+            if rel in sources:
+                out[rel]["source"] = {"path": sources[rel][0], "sha256": sources[rel][1]}
+        atomic_write_json(self.path / CHECKSUMS, out)
+        self._checksums, self._sources = sums, sources
         self.checksums_problem = None
 
-    def _save_input(self, path: Path, state: dict[str, torch.Tensor]) -> None:
-        """Record the file's digest, then write the file (see the module docstring for why)."""
+    def _save_input(self, path: Path, state: dict[str, torch.Tensor], source: Path | None = None) -> None:
+        """Record the file's digest (and the digest of the file it was computed from), then write
+        the file (see the module docstring for why)."""
         data = torch_bytes(_cpu(state))
         digest = digest_bytes(data)
-        self._write_checksums({**self.checksums(), self.rel(path): digest})
+        rel = self.rel(path)
+        sources = {k: v for k, v in self._input_sources().items() if k != rel}
+        if source is not None:
+            sources[rel] = (self.rel(source), self._digests.digest(source).sha256)
+        self._write_checksums({**self.checksums(), rel: digest}, sources)
         atomic_write_bytes(path, data)
         self._digests.remember(path, digest)
+        if rel in self._discarded:
+            same = self._discarded.pop(rel) == digest
+            self.log(f"recomputed {rel}: " + ("identical to the file that was recorded, so the units that "
+                                             "started from it stay finished" if same else
+                                             "it differs from the file that was recorded, so the units that "
+                                             "started from it are retrained"))
+
+    def _input_sources(self) -> dict[str, tuple[str, str]]:
+        self.checksums()
+        return self._sources
 
     def input_problem(self, path: Path) -> str | None:
-        """Why an input file cannot be trusted (missing although recorded, changed, unrecorded),
-        or None if it is the recorded file or was simply never written."""
-        expected = self.checksums().get(self.rel(path))
+        """Why an input file cannot be trusted (missing although recorded, changed, unrecorded,
+        computed from a trained ticket that has since been retrained), or None if it is the
+        recorded file or was simply never written."""
+        rel = self.rel(path)
+        expected = self.checksums().get(rel)
         if expected is None:
             if not (path.exists() or path.is_symlink()):
                 return None
             return ("has no recorded checksum" + (f" ({self.checksums_problem})" if self.checksums_problem
                                                   else f" in {CHECKSUMS}"))
-        return self._digests.problem(path, expected)
+        problem = self._digests.problem(path, expected)
+        if problem is None and rel in self._sources:
+            src, sha = self._sources[rel]
+            now = self._recorded_output(self.path / src)
+            if now is not None and now.sha256 != sha:
+                return f"was pruned from {src}, which has been retrained since"
+        return problem
+
+    def _recorded_output(self, path: Path) -> FileDigest | None:
+        """The digest a finished unit's ``result.json`` records for one of its files; None if
+        the unit is not finished or its record is unreadable."""
+        try:
+            return _parse_result(path.parent / RESULT)[1].get(path.name)
+        except (OSError, StoreError):
+            return None
 
     def _load_input(self, path: Path) -> Any:
         problem = self.input_problem(path)
@@ -313,7 +364,9 @@ class RunStore:
         that was recorded for it, to compare the recomputed file with."""
         sums = dict(self.checksums())
         old = sums.pop(self.rel(path), None)
-        self._write_checksums(sums)
+        if old is not None:
+            self._discarded[self.rel(path)] = old
+        self._write_checksums(sums, {k: v for k, v in self._sources.items() if k != self.rel(path)})
         _remove(path)
         return old
 
@@ -347,8 +400,11 @@ class RunStore:
         """The IMP mask of a pruned level, or None if not pruned yet; DamagedFileError if damaged."""
         return self._load_input(self.level_mask_path(trial, level))
 
-    def save_level_mask(self, trial: int, level: int, mask: dict[str, torch.Tensor]) -> None:
-        self._save_input(self.level_mask_path(trial, level), mask)
+    def save_level_mask(self, trial: int, level: int, mask: dict[str, torch.Tensor],
+                        pruned_from: Path | None = None) -> None:
+        """Store a level's mask; ``pruned_from`` is the trained ticket's ``final.pt`` it was pruned
+        from: retraining that ticket to different weights makes this mask stale (recomputed)."""
+        self._save_input(self.level_mask_path(trial, level), mask, pruned_from)
 
     # ------------------------------------------------------------------ a finished unit's files
     def _unit_file(self, trial: int, level: int, branch: str, name: str) -> Any:

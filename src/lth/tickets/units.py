@@ -156,7 +156,6 @@ def unit_mask(unit: Unit, model: nn.Module) -> dict[str, torch.Tensor]:
     import torch
 
     from ..experiment import UnitKey
-
     from ..store import StoreError
 
     try:
