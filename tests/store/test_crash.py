@@ -69,10 +69,12 @@ def reference(tmp_path_factory) -> Path:
         ("after-write:checkpoint-commit.json:1", ("level 1/2 ticket", 100), "level 0/2"),
         ("during-write:result.json:2", ("level 1/2 ticket", 500), "level 0/2"),
         ("during-write:summary.json:1", None, "level 0/2"),
+        ("after-write:checksums.json:1", None, None),  # theta0 recorded, not yet written
+        ("after-write:checksums.json:2", None, "level 0/2"),  # level 1's mask recorded, not yet written
     ],
     ids=["during-level-0", "between-levels", "during-group-checkpoint-write",
          "after-group-checkpoint-commit-record", "during-result-write",
-         "during-summary-write"],
+         "during-summary-write", "theta0-recorded-not-written", "mask-recorded-not-written"],
 )
 def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path, reference, fault, expect_resume, not_retrained):
     killed = lth(tmp_path, fault=fault)

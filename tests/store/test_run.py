@@ -3,13 +3,14 @@ configuration, and holding each unit's files with result.json written last."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 import torch
 
 from lth.config import ExperimentConfig, config_hash, get_preset
-from lth.store import RunStore, StoreError, UnitRecord, read_json, torch_load
+from lth.store import DamagedFileError, RunStore, StoreError, UnitRecord, read_json, torch_load
 
 
 def make_cfg(**over) -> ExperimentConfig:
@@ -142,3 +143,106 @@ def test_a_group_checkpoint_is_committed_whole_or_not_at_all(tmp_path):
         assert [torch_load(d / "checkpoint.pt")["step"] for d in dirs] == [100, 100]
         assert not list(path.rglob("checkpoint.next.pt"))
         assert not list(path.rglob("*.tmp"))  # a killed writer's temporary file is removed
+
+
+# ---------------------------------------------------------------------------------------- integrity
+def test_an_input_is_recorded_before_it_is_written_and_read_back_checked(tmp_path):
+    with RunStore.open(make_cfg(), root=tmp_path) as store:
+        store.save_theta0(0, {"w": torch.arange(3.0)})
+        sums = read_json(store.path / "checksums.json")
+        data = (store.trial_dir(0) / "theta0.pt").read_bytes()
+        assert sums["trial_0/theta0.pt"] == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        assert torch.equal(store.load_theta0(0)["w"], torch.arange(3.0))
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda p: p.unlink(), "is missing"),
+    (lambda p: p.write_bytes(p.read_bytes()[:40]), "bytes,"),
+    (lambda p: p.write_bytes(bytes(len(p.read_bytes()))), "SHA-256 mismatch"),
+], ids=["deleted", "truncated", "zeroed"])
+def test_a_damaged_input_is_refused_naming_the_file_and_the_problem(tmp_path, damage, problem):
+    cfg = make_cfg()
+    with RunStore.open(cfg, root=tmp_path) as store:
+        store.save_theta0(0, {"w": torch.arange(3.0)})
+        store.save_level_mask(0, 1, {"w": torch.tensor([True, False])})
+        path = store.path
+    damage(path / "trial_0/level_1/mask.pt")
+    store = RunStore(path)  # a fresh reader: nothing cached
+    with pytest.raises(DamagedFileError, match=problem) as e:
+        store.load_level_mask(0, 1)
+    assert e.value.path == path / "trial_0/level_1/mask.pt" and "rerun the same `lth run`" in str(e.value)
+    assert store.load_theta0(0) is not None  # the other input is unaffected
+
+
+def test_an_unrecorded_input_is_not_trusted(tmp_path):
+    with RunStore.open(make_cfg(), root=tmp_path) as store:
+        store.trial_dir(0).mkdir(parents=True)
+        torch.save({"w": torch.ones(2)}, store.trial_dir(0) / "theta0.pt")
+        with pytest.raises(DamagedFileError, match="has no recorded checksum"):
+            store.load_theta0(0)
+
+
+def test_a_garbage_checksum_list_makes_every_input_unrecorded_and_says_why(tmp_path):
+    with RunStore.open(make_cfg(), root=tmp_path) as store:
+        store.save_theta0(0, {"w": torch.ones(2)})
+        path = store.path
+    (path / "checksums.json").write_text('{"trial_0/theta0.pt": {"size": "big"}}')
+    store = RunStore(path)
+    assert store.checksums() == {} and "checksums.json is damaged" in store.checksums_problem
+    assert "has no recorded checksum" in store.input_problem(path / "trial_0/theta0.pt")
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("final.pt", "final.pt is missing"),
+    ("metrics.jsonl", "metrics.jsonl has"),
+    ("theta0", "its input trial_0/theta0.pt"),
+    ("number", "final_test_accuracy = 0.5 in result.json, but metrics.jsonl gives 0.89"),
+    ("files", "result.json records no final.pt"),
+], ids=["final-deleted", "metrics-truncated", "input-changed", "number-edited", "checksum-removed"])
+def test_a_damaged_unit_is_not_done_and_left_out_of_records_and_summary(run_dir, damage, problem):
+    cfg, path = run_dir
+    udir = path / "trial_0/level_0/ticket"
+    if damage == "final.pt":
+        (udir / "final.pt").unlink()
+    elif damage == "metrics.jsonl":
+        (udir / "metrics.jsonl").write_bytes((udir / "metrics.jsonl").read_bytes()[:-10])
+    elif damage == "theta0":
+        (path / "trial_0/theta0.pt").write_bytes(b"0" * 10)
+    else:
+        d = read_json(udir / "result.json")
+        if damage == "number":
+            d["final_test_accuracy"] = 0.5
+        else:
+            del d["files"]["final.pt"]
+        (udir / "result.json").write_text(json.dumps(d))
+    with RunStore.open(cfg, run_dir=path) as store:
+        assert not store.is_done(0, 0, "ticket")
+        assert any(problem in p for p in store.damaged_units()[(0, 0, "ticket")]), store.damaged_units()
+        assert store.records() == [] and store.write_summary() == []
+        assert read_json(path / "summary.json") == []
+
+
+def test_a_retrained_ticket_makes_the_mask_pruned_from_it_stale(tmp_path):
+    with RunStore.open(make_cfg(), root=tmp_path) as store:
+        finish(store, 0, 0, "ticket")
+        final = store.unit_dir(0, 0, "ticket") / "final.pt"
+        store.save_level_mask(0, 1, {"w": torch.tensor([True, False])}, pruned_from=final)
+        assert store.input_problem(store.level_mask_path(0, 1)) is None
+        finish(store, 0, 0, "ticket", final_state={"w": torch.full((2,), 3.0)})  # retrained, other weights
+        assert store.input_problem(store.level_mask_path(0, 1)) == (
+            "was pruned from trial_0/level_0/ticket/final.pt, which has been retrained since")
+
+
+def test_a_damaged_config_is_rewritten_only_where_the_directory_name_proves_it(tmp_path):
+    cfg = make_cfg()
+    with RunStore.open(cfg, root=tmp_path) as store:
+        path = store.path
+    (path / "config.json").write_bytes(b"\x00garbage")
+    with RunStore.open(cfg, root=tmp_path) as store:  # <name>-<hash> of this very configuration
+        assert "rewritten" in store.repaired_config
+    assert ExperimentConfig.from_dict(read_json(path / "config.json")) == cfg
+    other = tmp_path / "mine"
+    RunStore.open(cfg, run_dir=other).release_lock()
+    (other / "config.json").write_text("{")
+    with pytest.raises(StoreError, match="cannot be matched to a configuration"):
+        RunStore.open(cfg, run_dir=other)

@@ -9,11 +9,12 @@ configuration expects and how a rerun repairs each kind of damage.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, ExperimentConfig
+from ..config import ConfigError, ExperimentConfig, config_hash
 from ..store import CHECKSUMS, RunStore, StoreError, read_json
 from .lottery import all_units
 
@@ -92,15 +93,23 @@ def audit_run(run_dir: Path | str) -> RunAudit:
         raise StoreError(f"run directory {run_dir} does not exist; pass the directory `lth run` printed "
                          "(<out>/<name>-<hash>)")
     path = run_dir / "config.json"
-    if not (path.exists() or path.is_symlink()):
-        raise StoreError(f"{run_dir} is not an lth run directory (no config.json)")
     store = RunStore(run_dir)
+    exists = path.exists() or path.is_symlink()
+    if not exists and not store.has_results():
+        raise StoreError(f"{run_dir} is not an lth run directory (no config.json)")
     audit = RunAudit(run_dir, None)
+    fix = ("rerunning the same `lth run` command rewrites it when this directory's name is that "
+           "configuration's <name>-<hash>; otherwise restore it from a copy")
     try:
+        if not exists:
+            raise StoreError("it is missing")
         audit.config = ExperimentConfig.from_dict(read_json(path))
     except (StoreError, ConfigError, ValueError, TypeError) as e:
-        audit.config_problem = (f"damaged ({e}); rerunning the same `lth run` command rewrites it when this "
-                                "directory's name is that configuration's <name>-<hash>; otherwise restore it")
+        audit.config_problem = f"damaged ({e}); {fix}"
+    else:
+        named = f"{audit.config.name}-{config_hash(audit.config)}"
+        if re.fullmatch(r".+-[0-9a-f]{10}", run_dir.name) and run_dir.name != named:
+            audit.config_problem = (f"edited: it hashes to {named}, not to this directory's name; {fix}")
     store.checksums()
     audit.checksums_problem = store.checksums_problem
     for p in store.input_paths():

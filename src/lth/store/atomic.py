@@ -104,6 +104,11 @@ def store_error(e: OSError, path: Path) -> Exception:
             f"cannot write {path} ({e.strerror}); finished results are intact. Make the directory "
             "writable, or choose another --out / --run-dir."
         )
+    if e.errno == errno.EISDIR:
+        return StoreError(f"{path} is a directory, where lth keeps a file; remove it and rerun the same command")
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return StoreError(f"a file is in the way of the folder {path.parent} (or one above it); remove that "
+                          "file and rerun the same command")
     return e
 
 

@@ -217,7 +217,13 @@ class RunStore:
 
     def _check_config(self, cfg: ExperimentConfig) -> None:
         path = self.path / "config.json"
-        if path.exists() or path.is_symlink():
+        if not (path.exists() or path.is_symlink()) and self.has_results():
+            if self.path.name != f"{cfg.name}-{config_hash(cfg)}":
+                raise StoreError(
+                    f"{path} is missing, so the results in {self.path} cannot be matched to a configuration; "
+                    "restore config.json from a copy, or use a new --run-dir")
+            self.repaired_config = f"{path} was missing and has been rewritten from the configuration"
+        elif path.exists() or path.is_symlink():
             try:
                 old = ExperimentConfig.from_dict(read_json(path))
             except (StoreError, ValueError, TypeError) as e:
@@ -229,13 +235,22 @@ class RunStore:
                 self.repaired_config = f"{path} was damaged and has been rewritten from the configuration"
             else:
                 diffs = _diff(old.identity_dict(), cfg.identity_dict())
-                if diffs:
+                ours = f"{cfg.name}-{config_hash(cfg)}"
+                if diffs and self.path.name == ours and f"{old.name}-{config_hash(old)}" != ours:
+                    # The file no longer hashes to the directory's name, which is this configuration's.
+                    self.repaired_config = (f"{path} had been edited (it no longer matches the directory's "
+                                            "name) and has been rewritten from the configuration")
+                elif diffs:
                     raise StoreError(
                         f"run directory {self.path} holds results of a different configuration; "
-                        "refusing to mix them. Differing fields:\n  " + "\n  ".join(diffs)
-                        + "\nUse another --out/--run-dir, or rerun with the stored configuration."
+                        "refusing to mix them. Differing fields: " + "; ".join(diffs)
+                        + ". Use another --out/--run-dir, or rerun with the stored configuration."
                     )
         atomic_write_json(path, cfg.to_dict())
+
+    def has_results(self) -> bool:
+        """Whether the directory holds anything a run wrote besides its configuration."""
+        return (self.path / CHECKSUMS).exists() or any(self.path.glob("trial_*"))
 
     # ------------------------------------------------------------------ paths
     def trial_dir(self, trial: int) -> Path:
@@ -315,10 +330,10 @@ class RunStore:
         self._digests.remember(path, digest)
         if rel in self._discarded:
             same = self._discarded.pop(rel) == digest
-            self.log(f"recomputed {rel}: " + ("identical to the file that was recorded, so the units that "
-                                             "started from it stay finished" if same else
-                                             "it differs from the file that was recorded, so the units that "
-                                             "started from it are retrained"))
+            self.log(f"recomputed {rel}: " + ("identical to the file it replaces, so the units that started "
+                                             "from it stay finished" if same else
+                                             "it differs from the file it replaces, so the units that started "
+                                             "from it are retrained"))
 
     def _input_sources(self) -> dict[str, tuple[str, str]]:
         self.checksums()
@@ -364,8 +379,14 @@ class RunStore:
         that was recorded for it, to compare the recomputed file with."""
         sums = dict(self.checksums())
         old = sums.pop(self.rel(path), None)
-        if old is not None:
-            self._discarded[self.rel(path)] = old
+        was = old
+        if was is None:  # unrecorded: compare the recomputed file with the one it replaces
+            try:
+                was = self._digests.digest(path)
+            except OSError:
+                pass
+        if was is not None:
+            self._discarded[self.rel(path)] = was
         self._write_checksums(sums, {k: v for k, v in self._sources.items() if k != self.rel(path)})
         _remove(path)
         return old
