@@ -45,7 +45,8 @@ def digest_bytes(data: bytes) -> FileDigest:
     return FileDigest(len(data), hashlib.sha256(data).hexdigest())
 
 
-def _signature(st: os.stat_result) -> tuple[int, ...]:
+def signature(st: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file's content may have: size, modification and change times, inode."""
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
@@ -58,14 +59,14 @@ class DigestCache:
     def remember(self, path: Path, digest: FileDigest) -> None:
         """Record the digest of a file this process has just written."""
         try:
-            self._known[Path(path)] = (_signature(os.stat(path)), digest)
+            self._known[Path(path)] = (signature(os.stat(path)), digest)
         except OSError:
             self._known.pop(Path(path), None)
 
     def digest(self, path: Path) -> FileDigest:
         """The file's digest; OSError (e.g. FileNotFoundError, IsADirectoryError) if unreadable."""
         path = Path(path)
-        sig = _signature(os.stat(path))
+        sig = signature(os.stat(path))
         hit = self._known.get(path)
         if hit is not None and hit[0] == sig:
             return hit[1]
@@ -75,7 +76,7 @@ class DigestCache:
                 h.update(chunk)
                 size += len(chunk)
         d = FileDigest(size, h.hexdigest())
-        self._known[path] = (_signature(os.stat(path)), d)
+        self._known[path] = (signature(os.stat(path)), d)
         return d
 
     def problem(self, path: Path, expected: FileDigest) -> str | None:

@@ -59,7 +59,7 @@ from .atomic import (
     torch_bytes,
     torch_load,
 )
-from .integrity import DigestCache, FileDigest, digest_bytes
+from .integrity import DigestCache, FileDigest, digest_bytes, signature
 from .records import UnitRecord
 
 RESULT = "result.json"
@@ -101,6 +101,8 @@ class RunStore:
         self._checksums: dict[str, FileDigest] | None = None
         self._sources: dict[str, tuple[str, str]] = {}  # input -> (file it was computed from, its sha256)
         self._discarded: dict[str, FileDigest] = {}  # damaged inputs dropped, until recomputed
+        self._results: dict[Path, tuple[tuple[int, ...], Any]] = {}  # parsed result.json by stat signature
+        self._metrics_checked: dict[tuple[UnitRecord, FileDigest], str | None] = {}
         self.log: Callable[[str], None] = lambda s: None  # says how a recomputed input compares
         self.checksums_problem: str | None = None  # why checksums.json could not be read
         self.repaired_config: str | None = None  # set when open() rewrote a damaged config.json
@@ -362,7 +364,7 @@ class RunStore:
         """The digest a finished unit's ``result.json`` records for one of its files; None if
         the unit is not finished or its record is unreadable."""
         try:
-            return _parse_result(path.parent / RESULT)[1].get(path.name)
+            return self._result(path.parent / RESULT)[1].get(path.name)
         except (OSError, StoreError):
             return None
 
@@ -443,7 +445,7 @@ class RunStore:
         path = self.unit_dir(trial, level, branch) / RESULT
         if not path.exists():
             raise DamagedFileError(path, "is missing: the unit is not finished", "rerun the same `lth run` command")
-        return _parse_result(path)[1]
+        return self._result(path)[1]
 
     def load_unit_mask(self, trial: int, level: int, branch: str) -> dict[str, torch.Tensor] | None:
         """A finished unit's own mask (branches whose mask is not the level's, e.g. random_mask),
@@ -471,7 +473,7 @@ class RunStore:
         if not (path.exists() or path.is_symlink()):
             return None
         try:
-            record, files, inputs = _parse_result(path)
+            record, files, inputs = self._result(path)
         except StoreError as e:
             return [str(e.problem if isinstance(e, DamagedFileError) else e)]
         if record.key != (trial, level, branch):
@@ -488,14 +490,28 @@ class RunStore:
             elif sums.get(rel) != d:
                 problems.append(f"its input {rel} is no longer the file it started from")
         if record.ok and METRICS in files and not any(p.startswith(METRICS) for p in problems):
-            try:
-                metrics = [json.loads(line) for line in (udir / METRICS).read_text().splitlines()]
-                p = record.metrics_problem(metrics)
-            except (OSError, ValueError) as e:
-                p = f"metrics.jsonl cannot be read ({type(e).__name__})"
-            if p is not None:
-                problems.append(p)
+            key = (record, files[METRICS])  # the metrics file is the recorded one: check it once
+            if key not in self._metrics_checked:
+                try:
+                    metrics = [json.loads(line) for line in (udir / METRICS).read_text().splitlines()]
+                    self._metrics_checked[key] = record.metrics_problem(metrics)
+                except (OSError, ValueError) as e:
+                    self._metrics_checked[key] = f"metrics.jsonl cannot be read ({type(e).__name__})"
+            if self._metrics_checked[key] is not None:
+                problems.append(self._metrics_checked[key])
         return problems
+
+    def _result(self, path: Path) -> tuple[UnitRecord, dict[str, FileDigest], dict[str, FileDigest]]:
+        """A unit's parsed ``result.json``, read again only when the file changed."""
+        try:
+            sig = signature(os.stat(path))
+        except OSError:
+            return _parse_result(path)
+        hit = self._results.get(path)
+        if hit is None or hit[0] != sig:
+            hit = (sig, _parse_result(path))
+            self._results[path] = hit
+        return hit[1]
 
     def invalidate_unit(self, trial: int, level: int, branch: str) -> None:
         """Make a finished unit unfinished (its ``result.json`` goes, and any checkpoint with it),
@@ -506,7 +522,7 @@ class RunStore:
 
     def record(self, trial: int, level: int, branch: str) -> UnitRecord:
         """A finished unit's record, whether intact or not (see :meth:`unit_problems`)."""
-        return _parse_result(self.unit_dir(trial, level, branch) / RESULT)[0]
+        return self._result(self.unit_dir(trial, level, branch) / RESULT)[0]
 
     def finished_units(self) -> list[tuple[int, int, str]]:
         """(trial, level, branch) of every unit with a ``result.json``, intact or not, sorted."""
