@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -39,3 +42,35 @@ def library_read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     with safe_open(str(path), framework="pt") as f:
         names = f.keys()  # the handle is not iterable
         return {k: f.get_tensor(k) for k in names}, f.metadata()
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder in which this process cannot create files: a read-only folder or, for root (whom
+    file permissions do not stop), /sys, which refuses new files to everyone. Skips the calling
+    test where neither refuses."""
+    import pytest
+
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    ro.chmod(0o555)
+    for folder in (ro, Path("/sys")):
+        probe = folder / "lth-probe"
+        try:
+            probe.open("wb").close()
+        except OSError:
+            return folder
+        probe.unlink()
+    pytest.skip("no folder here refuses new files (root, and /sys is writable)")
+
+
+def lth_process(*args: str, fault: str | None = None) -> subprocess.Popen:
+    """``python -m lth ARGS`` as a real process of this checkout's lth, with ``LTH_FAULT=fault``."""
+    import lth
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(lth.__file__).parents[1]), env.get("PYTHONPATH")]))
+    env.pop("LTH_FAULT", None)
+    if fault:
+        env["LTH_FAULT"] = fault
+    return subprocess.Popen([sys.executable, "-m", "lth", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)

@@ -11,8 +11,10 @@ this package and must start without them.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,18 +83,21 @@ def export_ticket(run_dir: Path | str, level: int, *, trial: int = 0, branch: st
         mask_format: ``"auto"`` (smaller of the two per layer), ``"bitmap"`` or ``"indices"``.
         out: output file; default :func:`default_export_path`.
 
-    Returns the path written (atomically). Raises :class:`ExportError` with the fix in the message.
+    Returns the path written (atomically, see :func:`write_file`). Raises :class:`ExportError`
+    with the fix in the message; a destination that cannot become a file is refused before any
+    work.
     """
     import lth
 
     from ..config import config_hash
     from ..models import build_model, prunable_parameters
     from ..pruning import density
-    from ..store import atomic_write_bytes
 
     _check_choice("weights", weights, WEIGHTS, "--weights")
     _check_choice("dtype", dtype, DTYPES, "--dtype")
     _check_choice("mask format", mask_format, MASK_FORMATS, "--mask-format")
+    if out is not None:
+        check_destination(Path(out))
     unit = _units.resolve_unit(run_dir, int(level), int(trial), branch)
     cfg = unit.cfg
     input_shape, num_classes = _units.model_spec(cfg)
@@ -144,8 +149,109 @@ def export_ticket(run_dir: Path | str, level: int, *, trial: int = 0, branch: st
     if target.is_dir():
         raise ExportError(f"--out {target} is a directory; give a file name, e.g. "
                           f"{target / default_export_path('.', unit.level, **where).name}")
-    atomic_write_bytes(target, serialize(tensors, meta))
+    check_destination(target)
+    write_file(target, serialize(tensors, meta))
     return target
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def check_destination(target: Path) -> None:
+    """Refuse a destination whose folder cannot exist: a file where a folder of its path must be.
+    Missing folders are fine (the writer creates them)."""
+    for folder in target.parents:
+        if folder.is_dir():
+            return
+        if folder.exists() or folder.is_symlink():
+            raise ExportError(f"{folder} is a file, not a folder; choose another --out")
+
+
+def _temporary(target: Path, pid: int) -> Path:
+    return target.parent / f".{target.name}.{pid}.tmp"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete the ``.<name>.<pid>.tmp`` files that writers of ``target`` left when they were
+    killed (their pid no longer exists); a live writer's file is left alone. Returns the removed."""
+    prefix, removed = f".{target.name}.", []
+    try:
+        entries = os.listdir(target.parent)
+    except OSError:
+        return removed
+    for name in entries:
+        pid = name[len(prefix):-len(".tmp")] if name.startswith(prefix) and name.endswith(".tmp") else ""
+        if not pid.isdigit() or int(pid) <= 0 or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            os.unlink(target.parent / name)
+        except OSError:  # gone already, or not ours to delete: leave it
+            continue
+        removed.append(target.parent / name)
+    return removed
+
+
+def write_file(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically: through ``.<name>.<pid>.tmp`` beside it (fsync,
+    rename), so a reader sees the old file or the new one, never a torn one. A writer killed
+    mid-write leaves its temporary file behind; the next write of the same target deletes it
+    (:func:`remove_stale_temporaries`). One writer per target per process.
+
+    ``LTH_FAULT=during-write:<file name>:<n>`` kills the process halfway through the n-th write
+    of that file name (the crash tests' hook, as for the run directory's files)."""
+    from ..store.atomic import _fault_point, fsync_dir
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _write_error(e, target) from None
+    remove_stale_temporaries(target)
+    tmp = _temporary(target, os.getpid())
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                half = len(data) // 2
+                f.write(data[:half])
+                f.flush()
+                _fault_point("during-write", target)
+                f.write(data[half:])
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise _write_error(e, target) from None
+    fsync_dir(target.parent)
+
+
+def _write_error(e: OSError, target: Path) -> ExportError:
+    """The :class:`ExportError` for a failed write of ``target``; the run directory is only read."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ExportError(f"no space left on the device while writing {target}; nothing else was changed. "
+                           "Free some space, or choose another --out")
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        try:
+            check_destination(target)
+        except ExportError as found:
+            return found
+    if e.errno == errno.EISDIR:
+        return ExportError(f"--out {target} is a directory; give a file name ending in .safetensors")
+    return ExportError(f"cannot write {target} ({e.strerror or e}); make its folder writable, or choose "
+                       "another --out")
 
 
 # --------------------------------------------------------------------------- reading
