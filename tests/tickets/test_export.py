@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,6 +194,13 @@ def test_a_writer_killed_mid_write_leaves_a_pid_temporary_that_the_next_export_r
     assert ticket.raw_metadata == fresh.raw_metadata
     assert all(torch.equal(v, fresh.state_dict[k]) for k, v in ticket.state_dict.items())
 
+
+def test_a_run_directory_named_in_bytes_that_are_not_utf8_exports(run, tmp_path):
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/run-\xff"))
+    shutil.copytree(run, odd)
+    ticket = read_ticket(export_ticket(odd, 2))
+    assert ticket.raw_metadata["source_run_dir"] == str(tmp_path.resolve() / "run-\\xff")
+    assert ticket.metadata["config_hash"] == run.name.rsplit("-", 1)[1]
 
 
 # --------------------------------------------------------------------------- sizes

@@ -4,8 +4,11 @@ lth.tickets that the command line needs."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +37,14 @@ def test_cli_export_writes_the_file_and_prints_its_size(run_copy, capsys):
     assert (meta["branch"], meta["weights"], set(meta["mask_formats"].values())) == \
         ("random_mask", "init", {"indices"})
 
+
+def test_cli_export_prints_a_path_that_is_not_utf8_with_escapes(run, tmp_path, capsys):
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/run-\xff"))
+    shutil.copytree(run, odd)
+    assert export_cli([str(odd), "--level", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{tmp_path}/run-\\xff/exports/trial0_level2_ticket_final_float32.safetensors"
+    assert (odd / "exports" / "trial0_level2_ticket_final_float32.safetensors").is_file()
 
 def test_cli_export_reports_errors_on_one_line_with_code_2(run, tmp_path, capsys):
     assert export_cli([str(tmp_path / "nowhere"), "--level", "1"]) == 2

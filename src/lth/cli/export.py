@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..tickets.export import WEIGHTS
+from ..tickets.export import WEIGHTS, printable
 from ..tickets.format import DTYPES
 from ..tickets.masks import MASK_FORMATS
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     meta = ticket.metadata
     formats = sorted(set(meta["mask_formats"].values()))
-    print(path)
+    print(printable(path))
     print(f"{size}; {100 * meta['weights_remaining']:.2f}% of weights remaining, "
           f"{meta['dtype']} values, masks: {', '.join(formats) or 'none'}")
     return 0

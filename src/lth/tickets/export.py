@@ -138,7 +138,7 @@ def export_ticket(run_dir: Path | str, level: int, *, trial: int = 0, branch: st
         "mask_formats": json.dumps({n: layers[n]["mask_format"] for n in layers}),
         "layers": json.dumps(layers, separators=(",", ":")),
         "prunable": json.dumps(prunable_parameters(model)),
-        "source_run_dir": str(unit.run_dir.resolve()),
+        "source_run_dir": printable(unit.run_dir.resolve()),
     }
     if weights == "final":
         for key in ("final_test_accuracy", "early_stop_test_accuracy"):
@@ -155,6 +155,12 @@ def export_ticket(run_dir: Path | str, level: int, *, trial: int = 0, branch: st
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def printable(path: Path | str) -> str:
+    """``path`` as text that any UTF-8 writer accepts: a file name that is not valid UTF-8 (held
+    by Python as lone surrogates) shows its stray bytes as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def check_destination(target: Path) -> None:
