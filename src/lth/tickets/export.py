@@ -269,13 +269,15 @@ class Ticket:
 
     ``metadata``: the file's metadata with structured values parsed (ints, floats, lists, dicts);
     ``raw_metadata``: the strings as stored; ``masks``: ``{layer: bool tensor}``; ``state_dict``:
-    dense tensors ready for ``load_state_dict`` (floating ones as float32, zeros where pruned).
+    dense tensors ready for ``load_state_dict`` (floating ones as float32, zeros where pruned);
+    ``path``: the file it was read from (named in errors).
     """
 
     metadata: dict[str, Any]
     raw_metadata: dict[str, str]
     masks: dict[str, torch.Tensor]
     state_dict: dict[str, torch.Tensor] = field(repr=False)
+    path: Path | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -286,20 +288,37 @@ class Ticket:
         return int(self.metadata["num_classes"])
 
     def build_model(self) -> nn.Module:
-        """The architecture named in the metadata, with the ticket's weights, in eval mode."""
+        """The architecture named in the metadata, with the ticket's weights, in eval mode.
+
+        The architecture is first built without memory (on torch's meta device) and its tensor
+        names and shapes compared with the file's, so metadata that asks for a different (or a
+        huge) network is a :class:`TicketFormatError` before anything is allocated."""
+        import torch
+
         from ..models import ModelError, build_model
 
+        source = self.path if self.path is not None else "the ticket"
+        name = self.metadata["model"]
         try:
-            model = build_model(self.metadata["model"], self.input_shape, self.num_classes)
+            with torch.device("meta"):
+                shapes = {k: tuple(v.shape) for k, v in
+                          build_model(name, self.input_shape, self.num_classes).state_dict().items()}
         except ModelError as e:
-            raise ExportError(f"cannot rebuild the ticket's model: {e}") from e
-        try:
-            missing, extra = model.load_state_dict(self.state_dict, strict=False)
-        except RuntimeError as e:  # a tensor of the wrong shape
-            raise TicketFormatError(f"the file's tensors do not fit model {self.metadata['model']!r}: {e}") from e
-        if missing or extra:
-            raise TicketFormatError(f"the file's tensors do not fit model {self.metadata['model']!r}: "
-                                    f"missing {missing}, unexpected {extra}")
+            raise ExportError(f"{source}: cannot rebuild the ticket's model: {e}") from None
+        held = {k: tuple(v.shape) for k, v in self.state_dict.items()}
+        if shapes != held:
+            missing = sorted(set(shapes) - set(held))
+            extra = sorted(set(held) - set(shapes))
+            differ = [f"{k} {list(held[k])} (the model has {list(shapes[k])})"
+                      for k in sorted(set(shapes) & set(held)) if shapes[k] != held[k]]
+            raise TicketFormatError(
+                f"{source}: the file's tensors do not fit model {name!r} with input_shape "
+                f"{list(self.input_shape)} and num_classes {self.num_classes}: "
+                + "; ".join(part for part in (missing and f"missing {', '.join(missing)}",
+                                              extra and f"unexpected {', '.join(extra)}",
+                                              differ and f"shape of {', '.join(differ)}") if part))
+        model = build_model(name, self.input_shape, self.num_classes)
+        model.load_state_dict(self.state_dict, strict=True)
         return model.eval()
 
 
@@ -310,12 +329,14 @@ def read_ticket(path: Path | str) -> Ticket:
     safetensors file that is not a ticket, another format version, or missing/garbled metadata.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"{path} is a directory, not a ticket file; pass the .safetensors file `lth export` wrote")
     if not path.is_file():
         raise ExportError(f"ticket file {path} does not exist; create it with `lth export RUN_DIR --level L`")
     tensors, raw = read_safetensors(path)
     meta = parse_metadata(raw, str(path))
     masks, state = unpack_state(tensors, meta["layers"], str(path))
-    return Ticket(meta, raw, masks, state)
+    return Ticket(meta, raw, masks, state, path)
 
 
 def load_ticket(path: Path | str, *, sparse: bool | str = False, device: str = "cpu",

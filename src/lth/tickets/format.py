@@ -233,6 +233,8 @@ _FLOATS = ("weights_remaining", "final_test_accuracy", "early_stop_test_accuracy
 _JSON = ("input_shape", "mask_formats", "layers", "config", "prunable")
 _JSON_TYPES = {"input_shape": list, "mask_formats": dict, "layers": dict, "config": dict, "prunable": list}
 _JSON_NAMES = {list: "a JSON list", dict: "a JSON object"}
+#: More weights than any layer has (4 TiB as float32): a bigger shape is an edit, not a network.
+MAX_LAYER_SIZE = 2**40
 
 
 def _is_count(x: Any) -> bool:
@@ -276,6 +278,8 @@ def parse_metadata(raw: Mapping[str, str], source: str = "<ticket>") -> dict[str
                 meta[k] = json.loads(raw[k])
             except ValueError as e:
                 raise bad(k, f"is not valid JSON ({e})") from None
+            except RecursionError:
+                raise bad(k, "is JSON nested too deeply to read") from None
             want = _JSON_TYPES[k]
             if not isinstance(meta[k], want):
                 raise bad(k, f"must be {_JSON_NAMES[want]}, got {type(meta[k]).__name__} {raw[k][:60]!r}")
@@ -298,6 +302,8 @@ def _check_layer(name: str, info: Any, bad: Any) -> None:
     shape, nnz, fmt = info["shape"], info["nnz"], info["mask_format"]
     if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
         raise bad("layers", f"{where} has shape {shape!r}; expected a list of non-negative integers")
+    if math.prod(shape) > MAX_LAYER_SIZE:
+        raise bad("layers", f"{where} has shape {shape!r}, more than 2^40 weights")
     if not _is_count(nnz) or nnz > math.prod(shape):
         raise bad("layers", f"{where} has nnz {nnz!r}; expected an integer in [0, {math.prod(shape)}]")
     if fmt not in STORED_MASK_FORMATS:
