@@ -113,3 +113,12 @@ def test_lth_plot_of_a_run_directory_named_in_bytes_that_are_not_utf8(tmp_path, 
     assert main(["plot", str(run)]) == 0
     assert capsys.readouterr().out == f"{tmp_path}/run-$\\frac$-\\xff/figure.png\n"
     assert (run / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_title_matplotlib_cannot_draw_is_one_line_and_writes_nothing(tmp_path):
+    run = make_run(tmp_path / "run")
+    with pytest.raises(ReportError) as e:
+        plot(run, tmp_path / "f.png", title=r"acc $\frac$")
+    assert str(e.value).startswith("matplotlib cannot draw the figure as .png (ParseSyntaxException: ")
+    assert str(e.value).endswith("; write the $...$ of --title as matplotlib math, or leave out the $ signs")
+    assert "\n" not in str(e.value) and list(tmp_path.glob("*f.png*")) == []

@@ -91,13 +91,15 @@ def plot(run_dir: Path, out: Path, title: str | None = None) -> Path:
         ax.legend()
     # a run directory's name is shown as it is; a title of the caller's may use matplotlib's $math$
     fig.suptitle(printable(title or Path(run_dir).name), parse_math=title is not None)
-    fig.tight_layout()
     buf = io.BytesIO()
     try:
+        fig.tight_layout()
         fig.savefig(buf, format=fmt, dpi=120)
-    except (ValueError, RuntimeError, OSError) as e:  # e.g. pgf without a LaTeX installation
-        raise ReportError(f"matplotlib cannot draw the figure as .{fmt} ({e}); choose another --out, "
-                          "e.g. a .png") from None
+    except (ValueError, RuntimeError, OSError) as e:  # bad $math$ in a title, pgf without LaTeX, ...
+        why = (str(e).strip().splitlines() or [type(e).__name__])[-1]  # the math parser's reason is last
+        fix = ("write the $...$ of --title as matplotlib math, or leave out the $ signs"
+               if isinstance(e, ValueError) and title and "$" in title else "choose another --out, e.g. a .png")
+        raise ReportError(f"matplotlib cannot draw the figure as .{fmt} ({why}); {fix}") from None
     finally:
         plt.close(fig)
     _write(out, buf.getvalue())
