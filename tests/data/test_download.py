@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lth.data import DATASETS, DataError, download, load_splits
-from tests.data.files import IDX_NAMES, idx_bytes, write
+from tests.data.files import IDX_NAMES, idx_bytes, write, write_idx_set
 
 
 def test_offline_missing_files_error(tmp_path, monkeypatch, offline, isolated_env):
@@ -111,3 +112,41 @@ def test_download_into_unwritable_place_reports_it(tmp_path, offline):
         load_splits("mnist", blocker, val_size=10, split_seed=0)
     assert "cannot create directory" in str(e.value)
     assert offline == []
+
+
+@pytest.fixture
+def system_tmp(tmp_path, monkeypatch) -> Path:
+    """The system's temporary folder, pointed into tmp_path so what is left there can be seen."""
+    d = tmp_path / "system-tmp"
+    d.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(d))
+    return d
+
+
+def test_a_failed_download_creates_no_data_folder(tmp_path, offline, system_tmp):
+    root = tmp_path / "new" / "data"
+    with pytest.raises(DataError, match="network is unreachable"):
+        load_splits("mnist", root, val_size=10, split_seed=0)
+    assert len(offline) == 4 * 2  # every file tried on both mirrors
+    assert not (tmp_path / "new").exists()
+    assert list(system_tmp.iterdir()) == []
+
+
+def test_a_download_that_fails_verification_creates_no_data_folder(tmp_path, monkeypatch, system_tmp):
+    monkeypatch.setattr(download, "_fetch", lambda url, dest: dest.write_bytes(b"<html>not found</html>"))
+    root = tmp_path / "new" / "data"
+    with pytest.raises(DataError, match="bad magic number"):
+        load_splits("mnist", root, val_size=10, split_seed=0)
+    assert not (tmp_path / "new").exists()
+    assert list(system_tmp.iterdir()) == []
+
+
+def test_a_successful_download_creates_the_data_folder(tmp_path, monkeypatch, no_checksums, system_tmp):
+    served = tmp_path / "mirror"
+    write_idx_set(served, 12, 5)
+    monkeypatch.setattr(download, "_fetch", lambda url, dest: shutil.copyfile(served / url.rsplit("/", 1)[1], dest))
+    root = tmp_path / "new" / "data"
+    s = load_splits("mnist", root, val_size=2, split_seed=0)
+    assert len(s.test_x) == 5
+    assert sorted(p.name for p in (root / "mnist").iterdir()) == sorted(n + ".gz" for n in IDX_NAMES)
+    assert list(system_tmp.iterdir()) == []

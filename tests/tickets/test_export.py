@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +27,7 @@ from lth.tickets import (
     read_ticket,
     sparse_layers,
 )
-from tests.tickets.helpers import BRANCHES, masked, parse_header, stored_mask
+from tests.tickets.helpers import BRANCHES, lth_process, masked, parse_header, stored_mask, unwritable_folder
 
 # --------------------------------------------------------------------------- round trips
 
@@ -137,6 +142,65 @@ def test_default_path_and_a_directory_as_out(run_copy):
     assert read_ticket(path).metadata["branch"] == "reinit"
     with pytest.raises(ExportError, match=r"is a directory; give a file name, e.g. .*trial0_level1_ticket_final"):
         export_ticket(run_copy, 1, out=run_copy / "exports")
+
+
+def test_out_inside_a_file_is_refused_before_any_work(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    nowhere = tmp_path / "no-such-run"  # the destination is checked before the run is read
+    for out in (afile / "x.safetensors", afile / "sub" / "x.safetensors"):
+        with pytest.raises(ExportError) as e:
+            export_ticket(nowhere, 2, out=out)
+        assert str(e.value) == f"{afile} is a file, not a folder; choose another --out"
+    assert afile.read_text() == "mine"
+
+
+def test_missing_folders_of_out_are_created(run, tmp_path):
+    out = tmp_path / "new" / "deeper" / "t.safetensors"
+    assert export_ticket(run, 2, out=out) == out
+    assert read_ticket(out).metadata["level"] == 2
+
+
+def test_an_unwritable_out_is_an_export_error_naming_it(run, tmp_path):
+    folder = unwritable_folder(tmp_path)
+    for out in (folder / "t.safetensors", folder / "new" / "t.safetensors"):
+        with pytest.raises(ExportError, match=r"^cannot write .*t\.safetensors \(.+\); make its folder "
+                                              r"writable, or choose another --out$"):
+            export_ticket(run, 2, out=out)
+        assert not out.exists()
+
+
+def test_a_writer_killed_mid_write_leaves_a_pid_temporary_that_the_next_export_removes(run, tmp_path):
+    out = tmp_path / "exports" / "t.safetensors"
+    killed = lth_process("export", str(run), "--level", "2", "--out", str(out),
+                         fault=f"during-write:{out.name}:1")
+    killed.communicate(timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    stale = out.parent / f".{out.name}.{killed.pid}.tmp"
+    assert stale.is_file() and not out.exists()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:  # a live writer's temporary, and files that only look alike, are not touched
+        kept = [out.parent / f".{out.name}.{sleeper.pid}.tmp", out.parent / f".{out.name}.abc.tmp",
+                out.parent / f".{out.name}.0.tmp", out.parent / f".other.{killed.pid}.tmp"]
+        for p in kept:
+            p.write_bytes(b"partial")
+        export_ticket(run, 2, out=out)
+        assert not stale.exists() and all(p.read_bytes() == b"partial" for p in kept)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    fresh = read_ticket(export_ticket(run, 2, out=tmp_path / "fresh.safetensors"))
+    ticket = read_ticket(out)
+    assert ticket.raw_metadata == fresh.raw_metadata
+    assert all(torch.equal(v, fresh.state_dict[k]) for k, v in ticket.state_dict.items())
+
+
+def test_a_run_directory_named_in_bytes_that_are_not_utf8_exports(run, tmp_path):
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/run-\xff"))
+    shutil.copytree(run, odd)
+    ticket = read_ticket(export_ticket(odd, 2))
+    assert ticket.raw_metadata["source_run_dir"] == str(tmp_path.resolve() / "run-\\xff")
+    assert ticket.metadata["config_hash"] == run.name.rsplit("-", 1)[1]
 
 
 # --------------------------------------------------------------------------- sizes

@@ -4,13 +4,19 @@ lth.tickets that the command line needs."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from lth.cli import export as export_command
-from lth.tickets import export_size, read_ticket
+from lth.cli import main
+from lth.tickets import ExportError, export_size, read_ticket
+from lth.tickets.format import serialize
+from tests.tickets.helpers import unwritable_folder
 
 
 def export_cli(argv: list[str]) -> int:
@@ -35,12 +41,53 @@ def test_cli_export_writes_the_file_and_prints_its_size(run_copy, capsys):
         ("random_mask", "init", {"indices"})
 
 
-def test_cli_export_reports_errors_on_one_line_with_code_2(run, tmp_path, capsys):
-    assert export_cli([str(tmp_path / "nowhere"), "--level", "1"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("lth: error:") and "does not exist" in err
+def test_cli_export_prints_a_path_that_is_not_utf8_with_escapes(run, tmp_path, capsys):
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/run-\xff"))
+    shutil.copytree(run, odd)
+    assert export_cli([str(odd), "--level", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{tmp_path}/run-\\xff/exports/trial0_level2_ticket_final_float32.safetensors"
+    assert (odd / "exports" / "trial0_level2_ticket_final_float32.safetensors").is_file()
+
+
+def test_the_command_leaves_its_errors_to_lth_main(run, tmp_path):
+    with pytest.raises(ExportError, match="does not exist"):
+        export_cli([str(tmp_path / "nowhere"), "--level", "1"])
     with pytest.raises(SystemExit):  # argparse rejects an unknown dtype itself
         export_cli([str(run), "--level", "1", "--dtype", "float64"])
+
+
+#: lth.cli.main prints an ExportError as one line once its table of error classes (issue 17, made
+#: beside this change) lists ExportError; until then the error propagates out of main, and exactly
+#: that makes these tests expected failures. Any other failure fails them.
+needs_main_to_map_export_errors = pytest.mark.xfail(
+    raises=ExportError, strict=False, reason="lth.cli.main does not map ExportError to one line yet")
+
+
+@needs_main_to_map_export_errors
+@pytest.mark.parametrize("case", ["no run", "out inside a file", "unwritable out", "damaged ticket"])
+def test_lth_export_errors_are_one_lth_error_line(run, tmp_path, capsys, monkeypatch, case):
+    args, words = [str(run), "--level", "2"], ""
+    if case == "no run":
+        args[0], words = str(tmp_path / "nowhere"), "does not exist"
+    elif case == "out inside a file":
+        (tmp_path / "afile").write_text("")
+        args += ["--out", str(tmp_path / "afile" / "x.safetensors")]
+        words = f"{tmp_path / 'afile'} is a file, not a folder; choose another --out"
+    elif case == "unwritable out":
+        args += ["--out", str(unwritable_folder(tmp_path) / "x.safetensors")]
+        words = "make its folder writable, or choose another --out"
+    else:  # the file written cannot be read back (here: its metadata lost the layers on the way)
+        from lth.tickets import export as export_module
+
+        monkeypatch.setattr(export_module, "serialize", lambda tensors, meta: serialize(
+            tensors, {k: v for k, v in meta.items() if k != "layers"}))
+        args += ["--out", str(tmp_path / "x.safetensors")]
+        words = "metadata lacks layers"
+    code = main(["export", *args])
+    err = capsys.readouterr().err
+    assert code != 0 and err.startswith("lth: error: ") and err.count("\n") == 1
+    assert words in err
 
 
 def test_importing_the_package_imports_neither_torch_nor_safetensors_torch():

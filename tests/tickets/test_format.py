@@ -10,6 +10,8 @@ import struct
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -17,7 +19,7 @@ from lth.store import torch_load
 from lth.tickets import ExportError, TicketFormatError, export_ticket, load_ticket, read_ticket
 from lth.tickets.format import FORMAT, FORMAT_VERSION, pack_state, read_safetensors, serialize, unpack_state
 from lth.tickets.masks import encode_mask
-from tests.tickets.helpers import library_read, parse_header, stored_mask
+from tests.tickets.helpers import library_read, parse_header, reference_decode, same_array, stored_mask
 
 # --------------------------------------------------------------------------- the container
 
@@ -208,12 +210,38 @@ def _rewrite(path, tmp_path, **changes):
     ({"input_shape": '"1x8x8"'}, "metadata 'input_shape' must be a JSON list, got str"),
     ({"input_shape": "[1, 0, 8]"}, "metadata 'input_shape' must list positive integers"),
     ({"weights_remaining": "most"}, "metadata 'weights_remaining' is 'most', not a number"),
+    ({"input_shape": "[" * 5000 + "]" * 5000}, "metadata 'input_shape' is JSON nested too deeply to read"),
+    ({"layers": json.dumps({"hidden.0.weight": {"shape": [2**20, 2**21], "nnz": 3, "mask_format": "indices"}})},
+     r"layer 'hidden.0.weight' has shape \[1048576, 2097152\], more than 2\^40 weights"),
 ])
 def test_missing_or_garbled_metadata_is_named(run, tmp_path, changes, words):
     path = _rewrite(export_ticket(run, 2, out=tmp_path / "t.safetensors"), tmp_path, **changes)
     with pytest.raises(TicketFormatError, match=words) as e:
         read_ticket(path)
     assert str(e.value).startswith(str(path))
+
+
+def test_a_model_that_does_not_fit_the_tensors_is_named_before_it_is_built(run, tmp_path):
+    path = export_ticket(run, 2, out=tmp_path / "t.safetensors")
+    with pytest.raises(ExportError, match=r"edited.safetensors: cannot rebuild the ticket's model: unknown model"):
+        load_ticket(_rewrite(path, tmp_path, model="nope"))
+    with pytest.raises(TicketFormatError, match=r"edited.safetensors: the file's tensors do not fit model 'mlp-100-50' "
+                       r"with input_shape \[1, 8, 9\] and num_classes 10: shape of hidden.0.weight \[100, 64\] "
+                       r"\(the model has \[100, 72\]\)$"):
+        load_ticket(_rewrite(path, tmp_path, input_shape="[1, 8, 9]"))
+    # 50 * 10^12 float32 weights could not be allocated: the shapes are compared first, on the meta device
+    with pytest.raises(TicketFormatError, match=r"shape of out.bias \[10\] \(the model has \[1000000000000\]\), "
+                       r"out.weight \[10, 50\] \(the model has \[1000000000000, 50\]\)$"):
+        load_ticket(_rewrite(path, tmp_path, num_classes=str(10**12)))
+    tensors, meta = library_read(path)
+    save_file({**tensors, "extra": torch.ones(1)}, str(tmp_path / "extra.safetensors"), metadata=meta)
+    with pytest.raises(TicketFormatError, match=r"extra.safetensors: the file.s tensors do not fit .*unexpected extra"):
+        load_ticket(tmp_path / "extra.safetensors")
+
+
+def test_a_directory_is_not_a_ticket_file(tmp_path):
+    with pytest.raises(ExportError, match=f"^{tmp_path} is a directory, not a ticket file"):
+        read_ticket(tmp_path)
 
 
 def test_layers_that_disagree_with_the_tensors_are_named(run, tmp_path):
@@ -231,3 +259,130 @@ def test_layers_that_disagree_with_the_tensors_are_named(run, tmp_path):
     as_dense = {**layers, "out.weight": {**layers["out.weight"], "mask_format": "dense"}}
     with pytest.raises(TicketFormatError, match=r"layer out.weight is missing or not a floating tensor"):
         read_ticket(_rewrite(path, tmp_path, layers=json.dumps(as_dense)))
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+#: Every metadata key lth writes, and one it does not.
+KEYS = ("lth_format", "lth_format_version", "lth_version", "model", "dataset", "input_shape", "num_classes",
+        "level", "trial", "branch", "weights", "weights_remaining", "config_hash", "config", "dtype",
+        "bitmap_bit_order", "mask_formats", "layers", "prunable", "source_run_dir", "final_test_accuracy",
+        "early_stop_test_accuracy", "something_else")
+json_junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10)
+#: Values that a layer's fields might plausibly hold, so that edits also reach the tensor checks.
+layer_value = st.one_of(json_junk, st.sampled_from(["dense", "bitmap", "indices"]),
+                        st.lists(st.integers(-1, 7000), max_size=4), st.integers(-1, 7000))
+metadata_edit = st.one_of(
+    st.tuples(st.just("delete"), st.sampled_from(KEYS)),
+    st.tuples(st.just("text"), st.sampled_from(KEYS), st.text(max_size=24)),
+    st.tuples(st.just("json"), st.sampled_from(KEYS), json_junk),
+    # (layer index, field or None for the whole entry, new value or None to delete the field)
+    st.tuples(st.just("layer"), st.integers(0, 8), st.sampled_from(["shape", "nnz", "mask_format", None]),
+              st.none() | layer_value),
+    st.tuples(st.just("nested"), st.integers(1, 5000)),  # input_shape as a deeply nested list
+)
+byte_damage = st.one_of(
+    st.tuples(st.just("truncate"), st.integers(0, 10**6), st.just(b"")),
+    st.tuples(st.just("overwrite"), st.integers(0, 10**6), st.binary(min_size=1, max_size=16)),
+    st.tuples(st.just("insert"), st.integers(0, 10**6), st.binary(min_size=1, max_size=16)),
+    st.tuples(st.just("append"), st.just(0), st.binary(min_size=1, max_size=16)),
+)
+
+
+def _edit(meta: dict[str, str], edit: tuple) -> None:
+    kind = edit[0]
+    if kind == "delete":
+        meta.pop(edit[1], None)
+    elif kind == "text":
+        meta[edit[1]] = edit[2]
+    elif kind == "json":
+        meta[edit[1]] = json.dumps(edit[2])
+    elif kind == "nested":
+        meta["input_shape"] = "[" * edit[1] + "]" * edit[1]
+    else:
+        _, index, key, value = edit
+        try:
+            layers = json.loads(meta["layers"])
+            name = sorted(layers)[index % len(layers)]
+        except (KeyError, ValueError, TypeError, AttributeError, ZeroDivisionError):
+            return  # an earlier edit already broke "layers"
+        if key is None:
+            layers[name] = value
+        elif not isinstance(layers[name], dict):
+            return
+        elif value is None:
+            layers[name].pop(key, None)
+        else:
+            layers[name][key] = value
+        meta["layers"] = json.dumps(layers)
+
+
+def _damage(data: bytes, damage: tuple) -> bytes:
+    kind, at, junk = damage
+    at = at % (len(data) + 1)
+    if kind == "truncate":
+        return data[:at]
+    if kind == "overwrite":
+        return data[:at] + junk + data[at + len(junk):]
+    if kind == "insert":
+        return data[:at] + junk + data[at:]
+    return data + junk
+
+
+class Sources(list):
+    """(tensors, metadata) of real exports; a short repr keeps Hypothesis's reports readable."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} exported tickets>"
+
+
+@pytest.fixture(scope="module")
+def sources(run, tmp_path_factory) -> Sources:
+    """Bitmap and index masks in float32; dense layers in bfloat16; index masks only."""
+    out = tmp_path_factory.mktemp("sources")
+    return Sources([library_read(export_ticket(run, 2, out=out / "a.safetensors")),
+                    library_read(export_ticket(run, 0, dtype="bfloat16", out=out / "b.safetensors")),
+                    library_read(export_ticket(run, 1, branch="random_mask", mask_format="indices",
+                                               out=out / "c.safetensors"))])
+
+
+@settings(max_examples=500, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(source=st.integers(0, 2), edits=st.lists(metadata_edit, max_size=2),
+       damage=st.lists(byte_damage, max_size=1), sparse=st.sampled_from([False, "auto"]))
+def test_edited_or_damaged_tickets_load_what_they_hold_or_raise_the_format_error(
+        sources, tmp_path_factory, source, edits, damage, sparse):
+    tensors, meta = sources[source]
+    meta = dict(meta)
+    for e in edits:
+        _edit(meta, e)
+    data = serialize(tensors, meta)
+    for d in damage:
+        data = _damage(data, d)
+    path = tmp_path_factory.getbasetemp() / "fuzzed.safetensors"
+    path.write_bytes(data)
+    try:
+        ticket = read_ticket(path)
+    except TicketFormatError as e:
+        assert str(path) in str(e)
+        ticket = None
+    try:
+        model = load_ticket(path, sparse=sparse)
+    except ExportError as e:
+        assert str(path) in str(e)
+        model = None
+    event("read" if ticket is not None else "refused by read_ticket")
+    event("loaded" if model is not None else "refused by load_ticket")
+    if ticket is None:
+        assert model is None
+        return
+    masks, state = reference_decode(data)
+    assert set(ticket.masks) == set(masks) and set(ticket.state_dict) == set(state)
+    assert all(same_array(ticket.masks[k], masks[k]) for k in masks)
+    assert all(same_array(ticket.state_dict[k], state[k]) for k in state)
+    if model is not None and not sparse:
+        loaded = model.state_dict()
+        assert set(loaded) == set(state) and all(same_array(loaded[k], state[k]) for k in state)

@@ -71,8 +71,10 @@ def test_decode_rejects_data_that_is_not_a_mask_of_the_shape():
         decode_mask("indices", torch.tensor([3, 1], dtype=torch.int16), shape, "w")
     with pytest.raises(TicketFormatError, match=r"strictly increasing in \[0, 9\)"):
         decode_mask("indices", torch.tensor([9], dtype=torch.int16), shape, "w")
-    with pytest.raises(TicketFormatError, match="indices must be integers"):
+    with pytest.raises(TicketFormatError, match="indices of a layer of 9 weights must be torch.int16, got torch.float"):
         decode_mask("indices", torch.tensor([1.0]), shape, "w")
+    with pytest.raises(TicketFormatError, match="must be torch.int16, got torch.int64"):  # not the narrowest
+        decode_mask("indices", torch.tensor([1]), shape, "w")
     with pytest.raises(TicketFormatError, match="the bitmap mask tensor is missing"):
         decode_mask("bitmap", None, shape, "w")
     with pytest.raises(TicketFormatError, match="unknown mask format 'csr'"):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from ..tickets.export import WEIGHTS
+from ..tickets.export import WEIGHTS, printable
 from ..tickets.format import DTYPES
 from ..tickets.masks import MASK_FORMATS
 
@@ -35,23 +34,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``lth export``: prints the file and its size vs the dense checkpoint; 2 on errors."""
-    from ..store import StoreError
-    from ..tickets import ExportError, ExportSize, dense_checkpoint_bytes, export_ticket, read_ticket
+    """Run ``lth export``: prints the file and its size vs the dense checkpoint. Errors
+    (:class:`lth.tickets.ExportError`, :class:`lth.store.StoreError`) propagate to
+    :func:`lth.cli.main`, which prints each as one ``lth: error:`` line."""
+    from ..tickets import ExportSize, dense_checkpoint_bytes, export_ticket, read_ticket
 
-    try:
-        path = export_ticket(args.run_dir, args.level, trial=args.trial, branch=args.branch,
-                             weights=args.weights, dtype=args.dtype, mask_format=args.mask_format,
-                             out=args.out)
-        ticket = read_ticket(path)
-        size = ExportSize(path.stat().st_size,
-                          dense_checkpoint_bytes(ticket.build_model().state_dict()))
-    except (ExportError, StoreError) as e:
-        print(f"lth: error: {e}", file=sys.stderr)
-        return 2
+    path = export_ticket(args.run_dir, args.level, trial=args.trial, branch=args.branch,
+                         weights=args.weights, dtype=args.dtype, mask_format=args.mask_format,
+                         out=args.out)
+    ticket = read_ticket(path)
+    size = ExportSize(path.stat().st_size, dense_checkpoint_bytes(ticket.build_model().state_dict()))
     meta = ticket.metadata
     formats = sorted(set(meta["mask_formats"].values()))
-    print(path)
+    print(printable(path))
     print(f"{size}; {100 * meta['weights_remaining']:.2f}% of weights remaining, "
           f"{meta['dtype']} values, masks: {', '.join(formats) or 'none'}")
     return 0

@@ -9,6 +9,8 @@ offline.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import http.client
 import logging
 import os
@@ -43,35 +45,78 @@ def _fetch(url: str, dest: Path) -> None:
         shutil.copyfileobj(response, out, 1 << 20)
 
 
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest of ``folder`` and its parents that exists, if that is not a directory."""
+    for p in (folder, *folder.parents):
+        if p.is_dir():
+            return None
+        if p.exists() or p.is_symlink():
+            return p
+    return None
+
+
+def _place(tmp: Path, dest: Path) -> None:
+    """Move the verified ``tmp`` into the existing folder of ``dest``, atomically."""
+    try:
+        os.replace(tmp, dest)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        # staged on another file system: copy beside dest first, so dest still appears whole
+        part = dest.parent / f".{dest.name}.{os.getpid()}.part"
+        try:
+            shutil.copyfile(tmp, part)
+            os.replace(part, dest)
+        finally:
+            part.unlink(missing_ok=True)
+
+
 def download_verified(urls: Sequence[str], dest: Path, verify: Callable[[Path], None]) -> list[str]:
     """Try ``urls`` in order until one yields a file that passes ``verify``.
 
-    Each attempt goes to a temporary file in the destination directory and is renamed into
-    place atomically only after verification, so an interrupted or corrupt download never
-    leaves a file under the real name (and concurrent processes never see a partial file).
+    Each attempt goes to a temporary file and is renamed into place only after verification, so
+    an interrupted or corrupt download never leaves a file under the real name (and concurrent
+    processes never see a partial file). The temporary file is in the destination's folder if
+    that exists; otherwise in a temporary folder of the system's, and the destination's folder is
+    created only for a file that passed: a failed download creates no folder (not even an empty
+    ``--data-dir``).
 
     Returns:
         An empty list on success, else one ``"url: error"`` line per failed attempt.
     """
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        return [f"cannot create directory {dest.parent} ({e})"]
+    blocker = _file_in_the_way(dest.parent)
+    if blocker is not None:
+        return [f"cannot create directory {dest.parent}: {blocker} is a file, not a directory"]
     errors: list[str] = []
-    for url in urls:
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            log.info("downloading %s", url)
-            _fetch(url, tmp)
-            verify(tmp)
-            os.replace(tmp, dest)
-            return []
-        except _FETCH_ERRORS as e:
-            errors.append(f"{url}: {e}")
-        finally:
-            tmp.unlink(missing_ok=True)
+    with contextlib.ExitStack() as cleanup:
+        staging = dest.parent if dest.parent.is_dir() else Path(
+            cleanup.enter_context(tempfile.TemporaryDirectory(prefix="lth-download-")))
+        for url in urls:
+            try:
+                fd, tmp_name = tempfile.mkstemp(dir=staging, prefix=f".{dest.name}.", suffix=".part")
+            except OSError as e:
+                return [*errors, f"cannot write in {staging} ({e})"]
+            os.close(fd)
+            tmp = Path(tmp_name)
+            try:
+                log.info("downloading %s", url)
+                _fetch(url, tmp)
+                verify(tmp)
+            except _FETCH_ERRORS as e:
+                errors.append(f"{url}: {e}")
+                continue
+            else:
+                try:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    return [f"cannot create directory {dest.parent} ({e})"]
+                try:
+                    _place(tmp, dest)
+                except OSError as e:
+                    return [f"cannot move the verified download into {dest} ({e})"]
+                return []
+            finally:
+                tmp.unlink(missing_ok=True)
     return errors
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from .download import download_verified, missing_files_error
 from .errors import DataError
-from .idx import read_idx
+from .idx import _read_maybe_gzip, read_idx
 from .paths import DataRoot
 from .registry import DatasetSpec, FileSpec, RawData, register
 
@@ -33,11 +34,28 @@ _FASHION_SHA256 = (
 )
 
 
-def _find_idx(folder: Path, name: str) -> Path | None:
-    for candidate in (folder / f"{name}.gz", folder / name):
-        if candidate.is_file():
-            return candidate
-    return None
+def _find_idx(folder: Path, f: FileSpec) -> Path | None:
+    """The file holding ``f``: ``<name>.gz`` or the uncompressed ``<name>``, or None if neither.
+
+    A directory in the place of either is a :class:`DataError`, and so are both files present with
+    different content: lth does not guess which copy is meant (the message says which one, if
+    either, has the official checksum). Two copies of the same content are fine; the ``.gz`` is read.
+    """
+    gz, raw = folder / f"{f.name}.gz", folder / f.name
+    for p, what in ((gz, "a gzipped IDX file"), (raw, "an IDX file")):
+        if p.is_dir():
+            raise DataError(f"{p} is a directory, expected {what}; remove it")
+    present = [p for p in (gz, raw) if p.is_file()]
+    if len(present) == 2:
+        gz_data, raw_data = _read_maybe_gzip(gz), _read_maybe_gzip(raw)
+        if gz_data != raw_data:
+            official = [p for p, d in ((gz, gz_data), (raw, raw_data))
+                        if f.sha256 and hashlib.sha256(d).hexdigest() == f.sha256.lower()]
+            which = (f"{official[0].name} has the official SHA-256, so delete {({gz, raw} - set(official)).pop()}"
+                     if len(official) == 1 else "delete the one that is not the file you want")
+            raise DataError(f"{gz} and {raw} are two copies of {f.name} with different content, and lth "
+                            f"will not guess which one to read; {which}")
+    return present[0] if present else None
 
 
 def load_idx_dataset(spec: DatasetSpec, root: DataRoot | None, download: bool) -> RawData:
@@ -51,7 +69,7 @@ def load_idx_dataset(spec: DatasetSpec, root: DataRoot | None, download: bool) -
     found: dict[str, Path] = {}
     missing: list[FileSpec] = []
     for f in spec.files:
-        p = _find_idx(folder, f.name)
+        p = _find_idx(folder, f)
         if p is None:
             missing.append(f)
         else:

@@ -2,7 +2,8 @@
 
 Layout of a data root, one folder per data set::
 
-    <root>/mnist/train-images-idx3-ubyte.gz        (or the uncompressed file)
+    <root>/mnist/train-images-idx3-ubyte.gz        (or the uncompressed file; both only if
+                                                    they hold the same data)
     <root>/mnist/train-labels-idx1-ubyte.gz
     <root>/mnist/t10k-images-idx3-ubyte.gz
     <root>/mnist/t10k-labels-idx1-ubyte.gz
@@ -12,7 +13,8 @@ Layout of a data root, one folder per data set::
                                                     or the official cifar-10-binary.tar.gz there)
 
 The root is the explicit argument (``--data-dir``), else the ``LTH_DATA`` environment variable,
-else a per-user cache directory. Resolving never touches the file system.
+else a per-user cache directory. Resolving never touches the file system, and a folder is created
+only to hold a file that was downloaded and verified.
 """
 
 from __future__ import annotations
@@ -57,6 +59,6 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
 
     The cache is ``$XDG_CACHE_HOME/lth/data`` (if that variable is set to an absolute path) or
     ``~/.cache/lth/data``. Empty strings count as "not given". The path is made absolute but
-    not created: only a download creates directories.
+    not created: only a successful download creates directories.
     """
     return resolve_root(data_dir).path

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 from pathlib import Path
 
 from .tables import ReportError, aggregate, branch_rank, load_records
@@ -9,10 +12,51 @@ from .tables import ReportError, aggregate, branch_rank, load_records
 BRANCH_STYLE = {"ticket": ("tab:blue", "o"), "reinit": ("tab:orange", "s"),
                 "random_mask": ("tab:green", "^")}
 
+#: Formats named first in messages; matplotlib writes several more (:func:`figure_formats`).
+COMMON_FORMATS = ("png", "pdf", "svg")
+
+
+def printable(text: str | os.PathLike[str]) -> str:
+    """A path (or text) that any UTF-8 writer accepts: bytes of a file name that are not valid
+    UTF-8 (held by Python as lone surrogates) show as ``\\xNN`` escapes."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def figure_formats() -> list[str]:
+    """The file suffixes matplotlib can write, png, pdf and svg first."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    rest = sorted(set(FigureCanvasBase.get_supported_filetypes()) - set(COMMON_FORMATS))
+    return [*COMMON_FORMATS, *rest]
+
+
+def _check_out(out: Path) -> str:
+    """The format ``out`` asks for; :class:`ReportError` for a suffix matplotlib cannot write, a
+    folder, or a file where a folder of the path must be (missing folders are created later)."""
+    if out.is_dir():
+        raise ReportError(f"--out {out} is a folder; give a file name, e.g. {out / 'figure.png'}")
+    formats = figure_formats()
+    fmt = out.suffix[1:].lower()
+    if fmt not in formats:
+        what = f"has the suffix .{fmt}, which matplotlib cannot write" if fmt else "has no suffix"
+        raise ReportError(f"--out {out} {what}; end the name with .png, .pdf or .svg (or one of "
+                          f"{', '.join('.' + f for f in formats[len(COMMON_FORMATS):])})")
+    for folder in out.parents:
+        if folder.is_dir():
+            break
+        if folder.exists() or folder.is_symlink():
+            raise ReportError(f"{folder} is a file, not a folder; choose another --out")
+    return fmt
+
 
 def plot(run_dir: Path, out: Path, title: str | None = None) -> Path:
     """The paper's Fig. 3/4 view: early-stop iteration and test accuracy at early stop against
-    the percent of weights remaining (log scale, dense on the left), mean with min/max bars."""
+    the percent of weights remaining (log scale, dense on the left), mean with min/max bars.
+
+    ``out``'s suffix picks the format (png, pdf, svg or any other that matplotlib writes); a
+    suffix it cannot write, or an ``out`` that cannot become a file, is a :class:`ReportError`
+    before the run is read. Missing folders of ``out`` are created; the file appears atomically.
+    """
     try:
         import matplotlib
 
@@ -20,6 +64,8 @@ def plot(run_dir: Path, out: Path, title: str | None = None) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:  # optional dependency
         raise ReportError("plotting needs matplotlib: pip install 'lth[plot]'") from e
+    out = Path(out)
+    fmt = _check_out(out)
     rows = aggregate(load_records(run_dir))
     dense = [r for r in rows if r.level == 0]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -43,10 +89,41 @@ def plot(run_dir: Path, out: Path, title: str | None = None) -> Path:
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.suptitle(title or Path(run_dir).name)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    # a run directory's name is shown as it is; a title of the caller's may use matplotlib's $math$
+    fig.suptitle(printable(title or Path(run_dir).name), parse_math=title is not None)
+    buf = io.BytesIO()
+    try:
+        fig.tight_layout()
+        fig.savefig(buf, format=fmt, dpi=120)
+    except (ValueError, RuntimeError, OSError) as e:  # bad $math$ in a title, pgf without LaTeX, ...
+        why = (str(e).strip().splitlines() or [type(e).__name__])[-1]  # the math parser's reason is last
+        fix = ("write the $...$ of --title as matplotlib math, or leave out the $ signs"
+               if isinstance(e, ValueError) and title and "$" in title else "choose another --out, e.g. a .png")
+        raise ReportError(f"matplotlib cannot draw the figure as .{fmt} ({why}); {fix}") from None
+    finally:
+        plt.close(fig)
+    _write(out, buf.getvalue())
     return out
+
+
+def _write(out: Path, data: bytes) -> None:
+    """``data`` into ``out`` through ``.<name>.<pid>.tmp`` and a rename, so a reader never sees a
+    torn figure; missing folders are created."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ReportError(f"no space left on the device while writing {out}; free some space, or "
+                              "choose another --out") from None
+        raise ReportError(f"cannot write {out} ({e.strerror or e}); make its folder writable, or choose "
+                          "another --out") from None

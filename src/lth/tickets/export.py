@@ -11,8 +11,10 @@ this package and must start without them.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,18 +83,21 @@ def export_ticket(run_dir: Path | str, level: int, *, trial: int = 0, branch: st
         mask_format: ``"auto"`` (smaller of the two per layer), ``"bitmap"`` or ``"indices"``.
         out: output file; default :func:`default_export_path`.
 
-    Returns the path written (atomically). Raises :class:`ExportError` with the fix in the message.
+    Returns the path written (atomically, see :func:`write_file`). Raises :class:`ExportError`
+    with the fix in the message; a destination that cannot become a file is refused before any
+    work.
     """
     import lth
 
     from ..config import config_hash
     from ..models import build_model, prunable_parameters
     from ..pruning import density
-    from ..store import atomic_write_bytes
 
     _check_choice("weights", weights, WEIGHTS, "--weights")
     _check_choice("dtype", dtype, DTYPES, "--dtype")
     _check_choice("mask format", mask_format, MASK_FORMATS, "--mask-format")
+    if out is not None:
+        check_destination(Path(out))
     unit = _units.resolve_unit(run_dir, int(level), int(trial), branch)
     cfg = unit.cfg
     input_shape, num_classes = _units.model_spec(cfg)
@@ -133,7 +138,7 @@ def export_ticket(run_dir: Path | str, level: int, *, trial: int = 0, branch: st
         "mask_formats": json.dumps({n: layers[n]["mask_format"] for n in layers}),
         "layers": json.dumps(layers, separators=(",", ":")),
         "prunable": json.dumps(prunable_parameters(model)),
-        "source_run_dir": str(unit.run_dir.resolve()),
+        "source_run_dir": printable(unit.run_dir.resolve()),
     }
     if weights == "final":
         for key in ("final_test_accuracy", "early_stop_test_accuracy"):
@@ -144,8 +149,115 @@ def export_ticket(run_dir: Path | str, level: int, *, trial: int = 0, branch: st
     if target.is_dir():
         raise ExportError(f"--out {target} is a directory; give a file name, e.g. "
                           f"{target / default_export_path('.', unit.level, **where).name}")
-    atomic_write_bytes(target, serialize(tensors, meta))
+    check_destination(target)
+    write_file(target, serialize(tensors, meta))
     return target
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def printable(path: Path | str) -> str:
+    """``path`` as text that any UTF-8 writer accepts: a file name that is not valid UTF-8 (held
+    by Python as lone surrogates) shows its stray bytes as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def check_destination(target: Path) -> None:
+    """Refuse a destination whose folder cannot exist: a file where a folder of its path must be.
+    Missing folders are fine (the writer creates them)."""
+    for folder in target.parents:
+        if folder.is_dir():
+            return
+        if folder.exists() or folder.is_symlink():
+            raise ExportError(f"{folder} is a file, not a folder; choose another --out")
+
+
+def _temporary(target: Path, pid: int) -> Path:
+    return target.parent / f".{target.name}.{pid}.tmp"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete the ``.<name>.<pid>.tmp`` files that writers of ``target`` left when they were
+    killed (their pid no longer exists); a live writer's file is left alone. Returns the removed."""
+    prefix, removed = f".{target.name}.", []
+    try:
+        entries = os.listdir(target.parent)
+    except OSError:
+        return removed
+    for name in entries:
+        pid = name[len(prefix):-len(".tmp")] if name.startswith(prefix) and name.endswith(".tmp") else ""
+        if not pid.isdigit() or int(pid) <= 0 or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            os.unlink(target.parent / name)
+        except OSError:  # gone already, or not ours to delete: leave it
+            continue
+        removed.append(target.parent / name)
+    return removed
+
+
+def write_file(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically: through ``.<name>.<pid>.tmp`` beside it (fsync,
+    rename), so a reader sees the old file or the new one, never a torn one. A writer killed
+    mid-write leaves its temporary file behind; the next write of the same target deletes it
+    (:func:`remove_stale_temporaries`). One writer per target per process.
+
+    ``LTH_FAULT=during-write:<file name>:<n>`` kills the process halfway through the n-th write
+    of that file name (the crash tests' hook, as for the run directory's files)."""
+    from ..store.atomic import _fault_point, fsync_dir
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _write_error(e, target) from None
+    remove_stale_temporaries(target)
+    tmp = _temporary(target, os.getpid())
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                half = len(data) // 2
+                f.write(data[:half])
+                f.flush()
+                _fault_point("during-write", target)
+                f.write(data[half:])
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise _write_error(e, target) from None
+    fsync_dir(target.parent)
+
+
+def _write_error(e: OSError, target: Path) -> ExportError:
+    """The :class:`ExportError` for a failed write of ``target``; the run directory is only read."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ExportError(f"no space left on the device while writing {target}; nothing else was changed. "
+                           "Free some space, or choose another --out")
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        try:
+            check_destination(target)
+        except ExportError as found:
+            return found
+    if e.errno == errno.EISDIR:
+        return ExportError(f"--out {target} is a directory; give a file name ending in .safetensors")
+    return ExportError(f"cannot write {target} ({e.strerror or e}); make its folder writable, or choose "
+                       "another --out")
 
 
 # --------------------------------------------------------------------------- reading
@@ -157,13 +269,15 @@ class Ticket:
 
     ``metadata``: the file's metadata with structured values parsed (ints, floats, lists, dicts);
     ``raw_metadata``: the strings as stored; ``masks``: ``{layer: bool tensor}``; ``state_dict``:
-    dense tensors ready for ``load_state_dict`` (floating ones as float32, zeros where pruned).
+    dense tensors ready for ``load_state_dict`` (floating ones as float32, zeros where pruned);
+    ``path``: the file it was read from (named in errors).
     """
 
     metadata: dict[str, Any]
     raw_metadata: dict[str, str]
     masks: dict[str, torch.Tensor]
     state_dict: dict[str, torch.Tensor] = field(repr=False)
+    path: Path | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -174,20 +288,37 @@ class Ticket:
         return int(self.metadata["num_classes"])
 
     def build_model(self) -> nn.Module:
-        """The architecture named in the metadata, with the ticket's weights, in eval mode."""
+        """The architecture named in the metadata, with the ticket's weights, in eval mode.
+
+        The architecture is first built without memory (on torch's meta device) and its tensor
+        names and shapes compared with the file's, so metadata that asks for a different (or a
+        huge) network is a :class:`TicketFormatError` before anything is allocated."""
+        import torch
+
         from ..models import ModelError, build_model
 
+        source = self.path if self.path is not None else "the ticket"
+        name = self.metadata["model"]
         try:
-            model = build_model(self.metadata["model"], self.input_shape, self.num_classes)
+            with torch.device("meta"):
+                shapes = {k: tuple(v.shape) for k, v in
+                          build_model(name, self.input_shape, self.num_classes).state_dict().items()}
         except ModelError as e:
-            raise ExportError(f"cannot rebuild the ticket's model: {e}") from e
-        try:
-            missing, extra = model.load_state_dict(self.state_dict, strict=False)
-        except RuntimeError as e:  # a tensor of the wrong shape
-            raise TicketFormatError(f"the file's tensors do not fit model {self.metadata['model']!r}: {e}") from e
-        if missing or extra:
-            raise TicketFormatError(f"the file's tensors do not fit model {self.metadata['model']!r}: "
-                                    f"missing {missing}, unexpected {extra}")
+            raise ExportError(f"{source}: cannot rebuild the ticket's model: {e}") from None
+        held = {k: tuple(v.shape) for k, v in self.state_dict.items()}
+        if shapes != held:
+            missing = sorted(set(shapes) - set(held))
+            extra = sorted(set(held) - set(shapes))
+            differ = [f"{k} {list(held[k])} (the model has {list(shapes[k])})"
+                      for k in sorted(set(shapes) & set(held)) if shapes[k] != held[k]]
+            raise TicketFormatError(
+                f"{source}: the file's tensors do not fit model {name!r} with input_shape "
+                f"{list(self.input_shape)} and num_classes {self.num_classes}: "
+                + "; ".join(part for part in (missing and f"missing {', '.join(missing)}",
+                                              extra and f"unexpected {', '.join(extra)}",
+                                              differ and f"shape of {', '.join(differ)}") if part))
+        model = build_model(name, self.input_shape, self.num_classes)
+        model.load_state_dict(self.state_dict, strict=True)
         return model.eval()
 
 
@@ -198,12 +329,14 @@ def read_ticket(path: Path | str) -> Ticket:
     safetensors file that is not a ticket, another format version, or missing/garbled metadata.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"{path} is a directory, not a ticket file; pass the .safetensors file `lth export` wrote")
     if not path.is_file():
         raise ExportError(f"ticket file {path} does not exist; create it with `lth export RUN_DIR --level L`")
     tensors, raw = read_safetensors(path)
     meta = parse_metadata(raw, str(path))
     masks, state = unpack_state(tensors, meta["layers"], str(path))
-    return Ticket(meta, raw, masks, state)
+    return Ticket(meta, raw, masks, state, path)
 
 
 def load_ticket(path: Path | str, *, sparse: bool | str = False, device: str = "cpu",

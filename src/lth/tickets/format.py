@@ -165,24 +165,39 @@ def serialize(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) 
 
 def read_safetensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """``({name: tensor}, metadata)`` of a safetensors file; a file the library rejects raises
-    :class:`TicketFormatError` naming the file and, in words, what is wrong with it."""
-    from safetensors import SafetensorError, safe_open
+    :class:`TicketFormatError` naming the file and, in words, what is wrong with it.
+
+    The file is read into memory and decoded from there (a ticket is small), so any file name
+    works, also one that is not valid UTF-8 (which the library's own file reader refuses)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
     path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            names = f.keys()  # the handle itself is not iterable
-            tensors = {name: f.get_tensor(name) for name in names}
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise TicketFormatError(f"{path} is a directory, not a ticket file") from None
+    except OSError as e:
+        raise TicketFormatError(f"cannot read {path} ({e.strerror or e})") from None
+    try:
+        tensors = load(data)
     except SafetensorError as e:
-        raise TicketFormatError(f"{path} is not a valid safetensors file: {_why_rejected(path, e)}") from None
+        raise TicketFormatError(f"{path} is not a valid safetensors file: {_why_rejected(data, e)}") from None
+    # the library accepted the header: a JSON object whose __metadata__ maps strings to strings
+    n = int.from_bytes(data[:8], "little")
+    try:
+        metadata = json.loads(data[8:8 + n]).get("__metadata__") or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise ValueError("metadata values must be strings")
+    except (ValueError, AttributeError) as e:  # in case Python's JSON reads it otherwise
+        raise TicketFormatError(f"{path} is not a valid safetensors file: the header's __metadata__ "
+                                f"is not a map of strings ({e})") from None
     return tensors, dict(metadata)
 
 
-def _why_rejected(path: Path, error: Exception) -> str:
-    """The library's reason for rejecting ``path``, restated with the numbers that locate it."""
+def _why_rejected(data: bytes, error: Exception) -> str:
+    """The library's reason for rejecting the file ``data``, restated with the numbers that locate it."""
     detail = str(error).partition(": ")[2] or str(error)
-    data = path.read_bytes()
     size = len(data)
     if "header too small" in detail:
         return f"only {size} bytes, fewer than the 8-byte header length a safetensors file starts with"
@@ -218,6 +233,8 @@ _FLOATS = ("weights_remaining", "final_test_accuracy", "early_stop_test_accuracy
 _JSON = ("input_shape", "mask_formats", "layers", "config", "prunable")
 _JSON_TYPES = {"input_shape": list, "mask_formats": dict, "layers": dict, "config": dict, "prunable": list}
 _JSON_NAMES = {list: "a JSON list", dict: "a JSON object"}
+#: More weights than any layer has (4 TiB as float32): a bigger shape is an edit, not a network.
+MAX_LAYER_SIZE = 2**40
 
 
 def _is_count(x: Any) -> bool:
@@ -261,6 +278,8 @@ def parse_metadata(raw: Mapping[str, str], source: str = "<ticket>") -> dict[str
                 meta[k] = json.loads(raw[k])
             except ValueError as e:
                 raise bad(k, f"is not valid JSON ({e})") from None
+            except RecursionError:
+                raise bad(k, "is JSON nested too deeply to read") from None
             want = _JSON_TYPES[k]
             if not isinstance(meta[k], want):
                 raise bad(k, f"must be {_JSON_NAMES[want]}, got {type(meta[k]).__name__} {raw[k][:60]!r}")
@@ -283,6 +302,8 @@ def _check_layer(name: str, info: Any, bad: Any) -> None:
     shape, nnz, fmt = info["shape"], info["nnz"], info["mask_format"]
     if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
         raise bad("layers", f"{where} has shape {shape!r}; expected a list of non-negative integers")
+    if math.prod(shape) > MAX_LAYER_SIZE:
+        raise bad("layers", f"{where} has shape {shape!r}, more than 2^40 weights")
     if not _is_count(nnz) or nnz > math.prod(shape):
         raise bad("layers", f"{where} has nnz {nnz!r}; expected an integer in [0, {math.prod(shape)}]")
     if fmt not in STORED_MASK_FORMATS:
