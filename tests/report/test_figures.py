@@ -14,13 +14,15 @@ from lth.report import ReportError, plot
 from lth.store import RunStore
 from tests.report.test_tables import RECORDS
 
+from ..helpers import write_finished_unit
+
 pytest.importorskip("matplotlib")
 
 
 def make_run(run_dir: Path) -> Path:
     store = RunStore.open(ExperimentConfig(name="t"), run_dir=run_dir, lock=False)
     for r in RECORDS:
-        store.finish_unit(r)
+        write_finished_unit(store, r)
     return store.path
 
 

@@ -80,7 +80,7 @@ def test_lth_export_errors_are_one_lth_error_line(run, tmp_path, capsys, monkeyp
     else:  # the file written cannot be read back (here: its metadata lost the layers on the way)
         from lth.tickets import export as export_module
 
-        monkeypatch.setattr(export_module, "serialize", lambda tensors, meta: serialize(
+        monkeypatch.setattr(export_module, "seal", lambda tensors, meta: serialize(
             tensors, {k: v for k, v in meta.items() if k != "layers"}))
         args += ["--out", str(tmp_path / "x.safetensors")]
         words = "metadata lacks layers"

@@ -3,6 +3,7 @@ and lth reads what the library writes), and bad files fail with the file and the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -17,7 +18,16 @@ from safetensors.torch import save_file
 
 from lth.store import torch_load
 from lth.tickets import ExportError, TicketFormatError, export_ticket, load_ticket, read_ticket
-from lth.tickets.format import FORMAT, FORMAT_VERSION, pack_state, read_safetensors, serialize, unpack_state
+from lth.tickets.format import (
+    CHECKSUM_KEY,
+    FORMAT,
+    FORMAT_VERSION,
+    pack_state,
+    read_safetensors,
+    seal,
+    serialize,
+    unpack_state,
+)
 from lth.tickets.masks import encode_mask
 from tests.tickets.helpers import library_read, parse_header, reference_decode, same_array, stored_mask
 
@@ -97,6 +107,13 @@ def test_lth_reads_a_ticket_the_library_wrote(run, tmp_path, digits):
                  "layers": json.dumps({layer: {"shape": list(w.shape), "nnz": int(m.sum()),
                                                "mask_format": "indices"}})}
     save_file(hand, str(tmp_path / "hand.safetensors"), metadata=hand_meta)
+    with pytest.raises(TicketFormatError, match="lacks content_sha256"):  # version 2 needs its checksum ...
+        read_ticket(tmp_path / "hand.safetensors")
+    # ... which is the documented SHA-256 over the metadata's canonical JSON, a zero byte and the tensor bytes
+    data = (tmp_path / "hand.safetensors").read_bytes()
+    section = data[8 + int.from_bytes(data[:8], "little"):]
+    digest = hashlib.sha256(json.dumps(hand_meta, sort_keys=True).encode() + b"\0" + section).hexdigest()
+    save_file(hand, str(tmp_path / "hand.safetensors"), metadata={**hand_meta, CHECKSUM_KEY: digest})
     ticket = read_ticket(tmp_path / "hand.safetensors")
     assert torch.equal(ticket.masks[layer], m)
     assert torch.equal(ticket.state_dict[layer], (w * m).half().float())
@@ -185,13 +202,18 @@ def _rewrite(path, tmp_path, **changes):
         else:
             meta[k] = v
     out = tmp_path / "edited.safetensors"
-    save_file(tensors, str(out), metadata=meta)
+    if CHECKSUM_KEY in changes:  # the checksum itself edited: written as it is
+        save_file(tensors, str(out), metadata=meta)
+    else:  # re-sealed: the edit reaches the metadata checks, not just the checksum
+        meta.pop(CHECKSUM_KEY, None)
+        out.write_bytes(seal(tensors, meta))
     return out
 
 
 @pytest.mark.parametrize("changes, words", [
     ({"lth_format": "something-else"}, "not an lth ticket .metadata lth_format='something-else'"),
-    ({"lth_format_version": "2"}, "ticket format version '2'; this lth reads version 1"),
+    ({"lth_format_version": "3"}, "ticket format version '3'; this lth reads versions 1, 2"),
+    ({CHECKSUM_KEY: None}, "metadata lacks content_sha256, which every version 2 ticket has; the file was edited"),
     ({"layers": None}, "metadata lacks layers"),
     ({"layers": None, "model": None}, "metadata lacks model, layers"),
     ({"layers": "[1, 2]"}, "metadata 'layers' must be a JSON object, got list"),
@@ -234,7 +256,8 @@ def test_a_model_that_does_not_fit_the_tensors_is_named_before_it_is_built(run, 
                        r"out.weight \[10, 50\] \(the model has \[1000000000000, 50\]\)$"):
         load_ticket(_rewrite(path, tmp_path, num_classes=str(10**12)))
     tensors, meta = library_read(path)
-    save_file({**tensors, "extra": torch.ones(1)}, str(tmp_path / "extra.safetensors"), metadata=meta)
+    meta.pop(CHECKSUM_KEY)
+    (tmp_path / "extra.safetensors").write_bytes(seal({**tensors, "extra": torch.ones(1)}, meta))
     with pytest.raises(TicketFormatError, match=r"extra.safetensors: the file.s tensors do not fit .*unexpected extra"):
         load_ticket(tmp_path / "extra.safetensors")
 
@@ -352,14 +375,21 @@ def sources(run, tmp_path_factory) -> Sources:
 @settings(max_examples=500, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(source=st.integers(0, 2), edits=st.lists(metadata_edit, max_size=2),
-       damage=st.lists(byte_damage, max_size=1), sparse=st.sampled_from([False, "auto"]))
+       damage=st.lists(byte_damage, max_size=1), sparse=st.sampled_from([False, "auto"]),
+       reseal=st.booleans())
 def test_edited_or_damaged_tickets_load_what_they_hold_or_raise_the_format_error(
-        sources, tmp_path_factory, source, edits, damage, sparse):
+        sources, tmp_path_factory, source, edits, damage, sparse, reseal):
+    """``reseal``: the editor recomputed content_sha256 (the metadata checks must hold on their
+    own); otherwise the checksum must catch every edit that changes what loads."""
     tensors, meta = sources[source]
+    original = serialize(tensors, meta)
     meta = dict(meta)
     for e in edits:
         _edit(meta, e)
-    data = serialize(tensors, meta)
+    if reseal:
+        data = seal(tensors, {k: v for k, v in meta.items() if k != CHECKSUM_KEY})
+    else:
+        data = serialize(tensors, meta)
     for d in damage:
         data = _damage(data, d)
     path = tmp_path_factory.getbasetemp() / "fuzzed.safetensors"
@@ -379,7 +409,7 @@ def test_edited_or_damaged_tickets_load_what_they_hold_or_raise_the_format_error
     if ticket is None:
         assert model is None
         return
-    masks, state = reference_decode(data)
+    masks, state = reference_decode(data if reseal else original)  # unsealed: only the original loads
     assert set(ticket.masks) == set(masks) and set(ticket.state_dict) == set(state)
     assert all(same_array(ticket.masks[k], masks[k]) for k in masks)
     assert all(same_array(ticket.state_dict[k], state[k]) for k in state)

@@ -18,6 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..report import plot
     from ..report.figures import printable
+    from .common import lth_warnings
 
-    print(printable(plot(args.run_dir, args.out or args.run_dir / "figure.png", args.title)))
+    with lth_warnings():
+        print(printable(plot(args.run_dir, args.out or args.run_dir / "figure.png", args.title)))
     return 0

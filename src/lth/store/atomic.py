@@ -8,6 +8,7 @@ permission errors become a :class:`StoreError` saying that finished work is inta
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import json
 import os
@@ -65,6 +66,14 @@ def _fault_point(stage: str, path: Path) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+@functools.cache
+def _umask() -> int:
+    """The process umask (read once; reading it means setting it, so never per write)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> FileDigest:
     """Write ``data`` to ``path`` atomically; returns the written file's digest."""
     path = Path(path)
@@ -74,6 +83,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> FileDigest:
     except OSError as e:
         raise store_error(e, path) from e
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600: give the file a normal file's mode
         with os.fdopen(fd, "wb") as f:
             half = len(data) // 2
             f.write(data[:half])

@@ -30,7 +30,7 @@ from .format import (
     pack_state,
     parse_metadata,
     read_safetensors,
-    serialize,
+    seal,
     unpack_state,
 )
 from .masks import MASK_FORMATS
@@ -150,7 +150,7 @@ def export_ticket(run_dir: Path | str, level: int, *, trial: int = 0, branch: st
         raise ExportError(f"--out {target} is a directory; give a file name, e.g. "
                           f"{target / default_export_path('.', unit.level, **where).name}")
     check_destination(target)
-    write_file(target, serialize(tensors, meta))
+    write_file(target, seal(tensors, meta))
     return target
 
 

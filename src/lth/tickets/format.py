@@ -28,6 +28,10 @@ weights), ``weights_remaining``, ``config_hash``, ``config``, ``dtype``, ``bitma
 to these final weights). A reader needs ``model``, ``input_shape``, ``num_classes``, ``level``,
 ``trial`` and ``layers``; the rest describes where the ticket came from.
 
+``content_sha256`` (format version 2): SHA-256 over the rest of the metadata and the tensor bytes
+(:func:`content_sha256`); a reader refuses a file that does not match it, so a damaged or edited
+ticket never loads as other weights. Version 1 files, which lack it, are still read.
+
 The library writes the ``__metadata__`` keys in an arbitrary order, so two exports of one ticket
 have the same size and content but not always the same bytes.
 
@@ -37,6 +41,7 @@ package and must start without them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -57,12 +62,15 @@ __all__ = [
     "pack_state",
     "parse_metadata",
     "read_safetensors",
+    "seal",
     "serialize",
     "unpack_state",
 ]
 
 FORMAT = "lth-sparse-ticket"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2 adds content_sha256; version 1 files (no checksum) are still read
+READ_VERSIONS = ("1", "2")
+CHECKSUM_KEY = "content_sha256"
 DTYPES = ("float32", "float16", "bfloat16")
 BITMAP_BIT_ORDER = "little"
 
@@ -163,6 +171,28 @@ def serialize(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) 
     return save(dict(tensors), metadata=dict(metadata))
 
 
+def content_sha256(data_section: bytes, metadata: Mapping[str, str]) -> str:
+    """The checksum of a ticket: SHA-256 over its metadata (canonical JSON, every key but the
+    checksum's own) and the bytes of its tensors (the file after the safetensors header)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True).encode())
+    h.update(b"\0")
+    h.update(data_section)
+    return h.hexdigest()
+
+
+def _data_section(data: bytes) -> bytes:
+    return data[8 + int.from_bytes(data[:8], "little"):]
+
+
+def seal(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """:func:`serialize` with ``content_sha256`` added to the metadata, so that a reader can tell
+    the file is exactly what was exported (tensor bytes are laid out independently of the
+    metadata, so the checksum of a first serialisation holds for the second)."""
+    plain = serialize(tensors, metadata)
+    return serialize(tensors, {**metadata, CHECKSUM_KEY: content_sha256(_data_section(plain), metadata)})
+
+
 def read_safetensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """``({name: tensor}, metadata)`` of a safetensors file; a file the library rejects raises
     :class:`TicketFormatError` naming the file and, in words, what is wrong with it.
@@ -192,6 +222,9 @@ def read_safetensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[st
     except (ValueError, AttributeError) as e:  # in case Python's JSON reads it otherwise
         raise TicketFormatError(f"{path} is not a valid safetensors file: the header's __metadata__ "
                                 f"is not a map of strings ({e})") from None
+    if CHECKSUM_KEY in metadata and metadata[CHECKSUM_KEY] != content_sha256(_data_section(data), metadata):
+        raise TicketFormatError(f"{path} is not the file that was exported: its content does not match its "
+                                f"{CHECKSUM_KEY} (damaged or edited since); export it again")
     return tensors, dict(metadata)
 
 
@@ -247,9 +280,12 @@ def parse_metadata(raw: Mapping[str, str], source: str = "<ticket>") -> dict[str
     if raw.get("lth_format") != FORMAT:
         raise TicketFormatError(f"{source} is a safetensors file but not an lth ticket (metadata "
                                 f"lth_format={raw.get('lth_format')!r}); `lth export` writes those")
-    if raw.get("lth_format_version") != FORMAT_VERSION:
+    if raw.get("lth_format_version") not in READ_VERSIONS:
         raise TicketFormatError(f"{source} has ticket format version {raw.get('lth_format_version')!r}; "
-                                f"this lth reads version {FORMAT_VERSION}. Upgrade lth or re-export")
+                                f"this lth reads versions {', '.join(READ_VERSIONS)}. Upgrade lth or re-export")
+    if raw["lth_format_version"] != "1" and CHECKSUM_KEY not in raw:
+        raise TicketFormatError(f"{source}: metadata lacks {CHECKSUM_KEY}, which every version "
+                                f"{raw['lth_format_version']} ticket has; the file was edited. Export it again")
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise TicketFormatError(f"{source}: metadata lacks {', '.join(missing)}; the file was not "
