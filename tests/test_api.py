@@ -149,7 +149,7 @@ def test_a_user_run_says_what_it_holds_and_lth_export_points_to_python(tmp_path,
                               iterations=10, eval_every=10, branches=["ticket"], out=tmp_path, log=None)
     stored = json.loads((search.run_dir / "config.json").read_text())
     assert stored["model"]["name"] == "user" and stored["data"]["dataset"] == "user"  # not a registry entry
-    assert lth_main(["export", str(search.run_dir), "--level", "1"]) == 2
+    assert lth_main(["export", str(search.run_dir), "--level", "1"]) == 5
     err = capsys.readouterr().err
     assert err.startswith("lth: error:") and "find_tickets" in err and ".mask(level)" in err
     assert lth_main(["report", str(search.run_dir)]) == 0  # reports read the records alone

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ExperimentConfig, apply_overrides, config_hash
+from .config import ConfigError, ExperimentConfig, apply_overrides, config_hash
 from .data import Splits
 from .experiment import Experiment, Lottery
 from .experiment.units import UnitKey
@@ -39,6 +39,7 @@ from .models import prunable_parameters
 from .pruning import Mask
 from .report import Row, aggregate, text_table
 from .store import RunStore, StoreError, UnitRecord, atomic_write_json, read_json
+from .training import check_device
 from .training.engines.module import LossFn, StepFn
 
 __all__ = ["TicketSearch", "find_tickets"]
@@ -193,7 +194,7 @@ def find_tickets(
     d = cfg.to_dict()
     d["model"]["name"], d["data"]["dataset"] = USER, USER
     cfg = ExperimentConfig.from_dict(d)
-    dev = torch.device(cfg.runtime.device)
+    dev = check_device(cfg.runtime.device)
     tensors = [_as_tensors(data, what) for data, what in ((train, "train"), (val, "val"), (test, "test"))]
     (tx, ty), (vx, vy), (sx, sy) = tensors
     shapes = {tuple(t[0].shape[1:]) for t in tensors}
@@ -202,6 +203,9 @@ def find_tickets(
     classes = num_classes or int(max(int(t[1].max()) for t in tensors)) + 1
     if min(int(t[1].min()) for t in tensors) < 0 or max(int(t[1].max()) for t in tensors) >= classes:
         raise ValueError(f"labels must be class indices in [0, {classes})")
+    if cfg.train.batch_size > len(tx):
+        raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: larger than the {len(tx)} training "
+                          f"examples given; use at most {len(tx)}")
     splits = Splits(name, tx.to(dev), ty.to(dev), vx.to(dev), vy.to(dev), sx.to(dev), sy.to(dev),
                     classes, tuple(tx.shape[1:]))
     rule = _prunable_rule(prunable)

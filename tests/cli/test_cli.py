@@ -34,7 +34,12 @@ def test_presets_lists_every_preset_with_one_line(capsys):
     [
         (["--preset", "nope"], ["unknown preset 'nope'", "lenet300-mnist"]),
         (["--branches", "ticket,lucky"], ["lucky", "random_mask"]),
-        (["--iterations", "0"], ["train.iterations", "positive"]),
+        (["--iterations", "0"], ["train.iterations", "at most 100,000,000"]),
+        (["--levels", "1000000000"], ["lottery.levels", "at most 100"]),
+        (["--set", "name=../../x"], ["name = '../../x'", "run directory"]),
+        (["--device", "tpu"], ["runtime.device", "tpu"]),
+        (["--device", "cuda"], ["CUDA is not available", "--device cpu"]),
+        (["--set", "train.batch_size=5000"], ["train.batch_size = 5000", "1137"]),
         (["--rewind-iteration", "5000", "--iterations", "100"], ["rewind_iteration", "100"]),
         (["--set", "prune.rate=1.5"], ["prune.rate", "1.5", "(0, 1)"]),
         (["--set", "train.batch=3"], ["train has no field 'batch'", "batch_size"]),
@@ -49,10 +54,11 @@ def test_presets_lists_every_preset_with_one_line(capsys):
 def test_bad_input_is_a_clear_one_line_error(args, words, tmp_path, capsys):
     code = main(["run", "--out", str(tmp_path), "--quiet", *args])
     err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith("lth: error:")
+    assert code == (3 if "data." in " ".join(args) else 2), err  # 3: the data set's own checks
+    assert err.startswith("lth: error:") and err.count("\n") == 1, err
     for w in words:
         assert w in err, (w, err)
+    assert not any(tmp_path.iterdir()), "a refused run must not create its run directory"
     assert not list(tmp_path.glob("*/summary.json"))
 
 
@@ -66,7 +72,7 @@ def test_missing_data_names_the_files_and_where_it_looked(tmp_path, monkeypatch,
     code = main(["run", "--preset", "lenet300-mnist", "--data-dir", str(tmp_path / "nodata"),
                  "--out", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 3
     assert "train-images-idx3-ubyte" in err and str(tmp_path / "nodata") in err
 
 

@@ -10,6 +10,7 @@ import pytest
 from lth.config import (
     PRESETS,
     ConfigError,
+    DataConfig,
     ExperimentConfig,
     PruneConfig,
     TrainConfig,
@@ -54,7 +55,7 @@ def test_every_preset_round_trips_to_an_equal_config_with_the_same_hash(name, fm
 @pytest.mark.parametrize(
     "cfg",
     [
-        ExperimentConfig(name='quote " backslash \\ tab \t newline \n del \x7f nel \x85 é 🎟'),
+        ExperimentConfig(data=DataConfig(dataset='quote " backslash \\ tab \t newline \n del \x7f nel \x85 é 🎟')),
         ExperimentConfig(name="true"),  # text that YAML would otherwise read as a flag
         ExperimentConfig(name="1e3"),
         ExperimentConfig(train=TrainConfig(lr=1e-05, weight_decay=5e-324, momentum=0.0)),
@@ -171,8 +172,8 @@ def _error(tmp_path, name: str, text: str | bytes) -> str:
         ("type.toml", '[lottery]\nbranches = "ticket"\n', ["lottery.branches = 'ticket'", "must be a list"]),
         ("type.toml", "[lottery]\none_shot = 1\n", ["lottery.one_shot = 1", "true or false"]),
         ("type.toml", "[data]\ndataset = 2024-01-01\n", ["data.dataset = datetime.date(2024, 1, 1)", "name"]),
-        ("type.toml", 'name = ["a"]\n', ["name = ['a']", "non-empty name"]),
-        ("type.yaml", "runtime:\n  device: [cpu]\n", ["runtime.device = ('cpu',)", "non-empty name"]),
+        ("type.toml", 'name = ["a"]\n', ["name = ['a']", "run directory is named after it"]),
+        ("type.yaml", "runtime:\n  device: [cpu]\n", ["runtime.device = ('cpu',)", "choose cpu, cuda"]),
         ("range.toml", "[prune]\nrate = 1.5\n", ["prune.rate = 1.5", "(0, 1)"]),
         ("cross.toml", "[train]\niterations = 100\n[lottery]\nrewind_iteration = 100\n",
          ["lottery.rewind_iteration = 100", "smaller than train.iterations = 100"]),
@@ -181,7 +182,7 @@ def _error(tmp_path, name: str, text: str | bytes) -> str:
         ("none.yaml", "train:\n  lr: null\n", ["train.lr = None", "positive finite number"]),
         ("none.yaml", "train:\n  iterations:\n", ["train.iterations = None", "positive integer"]),
         ("none.yaml", "lottery:\n  branches: ~\n", ["lottery.branches = None", "must be a list"]),
-        ("none.yaml", "name: null\n", ["name = None", "non-empty name"]),
+        ("none.yaml", "name: null\n", ["name = None", "run directory is named after it"]),
         ("list.yaml", "- train\n- lottery\n", ["must hold a mapping of sections"]),
         ("preset.toml", 'preset = "lenet-mnist"\n', ["unknown preset 'lenet-mnist'", "lenet300-mnist"]),
         ("preset.toml", "preset = 3\n", ["preset = 3", "preset's name"]),

@@ -74,8 +74,12 @@ def test_invalid_values_name_field_value_and_range(section, field, value, words)
         ("train", "momentum", "0.9", ["train.momentum", "'0.9'", "[0, 1)"]),
         ("train", "weight_decay", None, ["train.weight_decay", "None", ">= 0"]),
         ("train", "lr_gamma", 1.5, ["train.lr_gamma", "1.5", "(0, 1]"]),
-        ("train", "iterations", True, ["train.iterations", "True", "positive integer"]),
+        ("train", "iterations", True, ["train.iterations", "True", "positive integer, at most 100,000,000"]),
         ("train", "iterations", 10.0, ["train.iterations", "10.0", "positive integer"]),
+        ("train", "iterations", 10**9, ["train.iterations", "1000000000", "positive integer, at most 100,000,000"]),
+        ("train", "batch_size", 10**7, ["train.batch_size", "at most 1,000,000", "training set"]),
+        ("train", "weight_decay", float("inf"), ["train.weight_decay", "inf", "finite"]),
+        ("train", "lr", float("nan"), ["train.lr", "nan", "finite"]),
         ("train", "warmup_iterations", 60_000, ["train.warmup_iterations", "60000", "50000"]),
         ("train", "lr_milestones", "100", ["train.lr_milestones", "'100'", "must be a list"]),
         ("train", "lr_milestones", (200, 100), ["train.lr_milestones", "increasing"]),
@@ -86,15 +90,23 @@ def test_invalid_values_name_field_value_and_range(section, field, value, words)
         ("lottery", "branches", "ticket", ["lottery.branches", "'ticket'", "must be a list"]),
         ("lottery", "branches", (), ["lottery.branches", "(empty)", "ticket, reinit"]),
         ("lottery", "branches", ("ticket", "ticket"), ["lottery.branches", "twice"]),
-        ("lottery", "levels", -1, ["lottery.levels", "-1", ">= 0"]),
+        ("lottery", "levels", -1, ["lottery.levels", "-1", "at most 100"]),
+        ("lottery", "levels", 10**9, ["lottery.levels", "1000000000", "at most 100"]),
+        ("lottery", "trials", 10**6, ["lottery.trials", "at most 1,000"]),
+        ("lottery", "seed", 10**23, ["lottery.seed", "at most 9,223,372,036,854,775,807"]),
+        ("data", "split_seed", 10**23, ["data.split_seed", "at most 9,223,372,036,854,775,807"]),
+        ("data", "split_seed", -1, ["data.split_seed", "-1"]),
         ("lottery", "seed", 1.5, ["lottery.seed", "1.5", "integer"]),
         ("lottery", "one_shot", 1, ["lottery.one_shot", "1", "true or false"]),
         ("data", "dataset", "", ["data.dataset", "''", "non-empty"]),
         ("data", "val_size", 0, ["data.val_size", "0", "positive integer"]),
         ("data", "split_seed", "0", ["data.split_seed", "'0'", "integer"]),
         ("model", "name", 5, ["model.name", "5", "non-empty"]),
-        ("runtime", "device", None, ["runtime.device", "None", "non-empty"]),
-        ("runtime", "threads", -1, ["runtime.threads", "-1", ">= 0"]),
+        ("runtime", "device", None, ["runtime.device", "None", "choose cpu, cuda, cuda:N or mps"]),
+        ("runtime", "device", "", ["runtime.device", "''", "choose cpu"]),
+        ("runtime", "device", "tpu", ["runtime.device", "'tpu'", "choose cpu"]),
+        ("runtime", "device", "cuda:x", ["runtime.device", "'cuda:x'", "choose cpu"]),
+        ("runtime", "threads", -1, ["runtime.threads", "-1", "at most 4,096"]),
         ("runtime", "checkpoint_every", 0, ["runtime.checkpoint_every", "positive"]),
         ("runtime", "eval_batch_size", 0, ["runtime.eval_batch_size", "positive"]),
         ("runtime", "parallel_units", -2, ["runtime.parallel_units", "-2", "automatic"]),
@@ -138,8 +150,10 @@ def test_from_dict_rejects_unknown_sections_and_fields_with_a_suggestion():
 def test_sections_must_be_their_dataclasses_and_name_must_be_text():
     with pytest.raises(ConfigError, match=r"train = \{'lr': 0.1\}: must be a TrainConfig"):
         ExperimentConfig(train={"lr": 0.1})
-    with pytest.raises(ConfigError, match="name = '': must be a non-empty name"):
-        ExperimentConfig(name="")
+    for name in ("", "../../x", "a/b", ".hidden", "x" * 101, "tab\tname", "é"):
+        with pytest.raises(ConfigError, match="the run directory is named after it"):
+            ExperimentConfig(name=name)
+    assert ExperimentConfig(name="lenet300-mnist_v1.2").name == "lenet300-mnist_v1.2"
 
 
 def test_configs_are_frozen():

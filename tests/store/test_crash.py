@@ -106,7 +106,7 @@ def test_second_process_on_a_busy_run_directory_is_refused(tmp_path):
         while time.time() < deadline and not list(tmp_path.glob("*/trial_0/theta0.pt")):
             time.sleep(0.05)
         second = lth(tmp_path, args=long_args)
-        assert second.returncode == 2
+        assert second.returncode == 4
         assert "is in use by another lth process" in second.stderr
         assert f"pid {first.pid}" in second.stderr
         assert first.poll() is None, "the first process must be unaffected"
@@ -133,7 +133,7 @@ def small_fs(tmp_path):
 
 def test_full_disk_gives_a_clear_error_keeps_results_and_resumes(small_fs, reference):
     full = lth(small_fs)
-    assert full.returncode == 2, (full.returncode, full.stdout[-2000:], full.stderr)
+    assert full.returncode == 4, (full.returncode, full.stdout[-2000:], full.stderr)
     assert "no space left on the device" in full.stderr and "rerun the same command" in full.stderr
     assert "Traceback" not in full.stderr
     run_dir = next(small_fs.iterdir())
@@ -154,7 +154,7 @@ def test_read_only_directory_gives_a_clear_error_and_loses_nothing(small_fs, ref
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     more = lth(small_fs, "--levels", "3")
-    assert more.returncode == 2
+    assert more.returncode == 4
     assert "Read-only file system" in more.stderr and "writable" in more.stderr
     assert "Traceback" not in more.stderr
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before

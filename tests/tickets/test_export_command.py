@@ -15,7 +15,7 @@ import pytest
 from lth.cli import export as export_command
 from lth.cli import main
 from lth.tickets import ExportError, export_size, read_ticket
-from lth.tickets.format import serialize
+from lth.tickets.format import seal
 from tests.tickets.helpers import unwritable_folder
 
 
@@ -57,14 +57,6 @@ def test_the_command_leaves_its_errors_to_lth_main(run, tmp_path):
         export_cli([str(run), "--level", "1", "--dtype", "float64"])
 
 
-#: lth.cli.main prints an ExportError as one line once its table of error classes (issue 17, made
-#: beside this change) lists ExportError; until then the error propagates out of main, and exactly
-#: that makes these tests expected failures. Any other failure fails them.
-needs_main_to_map_export_errors = pytest.mark.xfail(
-    raises=ExportError, strict=False, reason="lth.cli.main does not map ExportError to one line yet")
-
-
-@needs_main_to_map_export_errors
 @pytest.mark.parametrize("case", ["no run", "out inside a file", "unwritable out", "damaged ticket"])
 def test_lth_export_errors_are_one_lth_error_line(run, tmp_path, capsys, monkeypatch, case):
     args, words = [str(run), "--level", "2"], ""
@@ -80,13 +72,13 @@ def test_lth_export_errors_are_one_lth_error_line(run, tmp_path, capsys, monkeyp
     else:  # the file written cannot be read back (here: its metadata lost the layers on the way)
         from lth.tickets import export as export_module
 
-        monkeypatch.setattr(export_module, "seal", lambda tensors, meta: serialize(
+        monkeypatch.setattr(export_module, "seal", lambda tensors, meta: seal(
             tensors, {k: v for k, v in meta.items() if k != "layers"}))
         args += ["--out", str(tmp_path / "x.safetensors")]
         words = "metadata lacks layers"
     code = main(["export", *args])
     err = capsys.readouterr().err
-    assert code != 0 and err.startswith("lth: error: ") and err.count("\n") == 1
+    assert code == 5 and err.startswith("lth: error: ") and err.count("\n") == 1
     assert words in err
 
 

@@ -1,53 +1,130 @@
 """The ``lth`` command line: thin; one module per command, each parses its arguments and calls
-the same library functions the Python API exposes."""
+the same library functions the Python API exposes.
+
+Every expected failure ends as one line ``lth: error: ...`` naming the problem and the fix, with
+an exit status per kind of problem; a traceback appears only for a bug in lth, followed by a line
+asking to report it.
+
+======  ==================================================================================
+status  meaning
+======  ==================================================================================
+0       done (``lth verify``: every finished unit is intact)
+1       ``lth verify`` found damage (a rerun of the same ``lth run`` command redoes it)
+2       the command line or the configuration is wrong (also argparse's own usage errors)
+3       the data set is missing, corrupt or cannot be downloaded
+4       the run directory: locked by another process, another configuration, unwritable,
+        disk full, damaged
+5       exporting or reading a ticket file
+6       a report or figure cannot be made
+70      an internal error: a bug in lth (the traceback is printed)
+130     interrupted by SIGINT (Ctrl-C); 143: by SIGTERM. Rerun the same command to continue
+======  ==================================================================================
+
+Signal handlers are installed before anything heavy is imported, so an interrupt at any moment,
+start-up included, prints the one interrupted line. Both signals unwind like Ctrl-C: locks are
+released, and an atomic write cut short leaves only a temporary file, which the next run removes.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
-from . import config, export, plot, presets, report, run, verify
+COMMANDS = ("run", "presets", "config", "report", "plot", "export", "verify")
+EXIT_USAGE, EXIT_DATA, EXIT_STORE, EXIT_EXPORT, EXIT_REPORT, EXIT_BUG = 2, 3, 4, 5, 6, 70
+BUG_LINE = ("lth: internal error: this is a bug in lth, not in your input; please report it with the "
+            "traceback above and the command you ran")
 
-COMMANDS = {"run": run, "presets": presets, "config": config, "report": report, "plot": plot,
-            "export": export, "verify": verify}
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that it unwinds exactly like Ctrl-C."""
+
+    signum = signal.SIGTERM
 
 
-def _parser() -> argparse.ArgumentParser:
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _commands() -> dict:
+    import importlib
+
+    return {name: importlib.import_module(f"{__package__}.{name}") for name in COMMANDS}
+
+
+def _parser(commands: dict) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lth",
         description="Find, test and study lottery tickets (Frankle & Carbin, ICLR 2019).",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMANDS.values():
+    for module in commands.values():
         module.add_parser(sub)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _error_statuses() -> list[tuple[tuple[type[BaseException], ...], int]]:
     from ..config import ConfigError, PresetError
     from ..data import DataError
     from ..models import ModelError
     from ..report import ReportError
     from ..store import StoreError
+    from ..tickets import ExportError
 
-    parser = _parser()
+    return [((ConfigError, PresetError, ModelError), EXIT_USAGE), ((DataError,), EXIT_DATA),
+            ((StoreError,), EXIT_STORE), ((ExportError,), EXIT_EXPORT), ((ReportError,), EXIT_REPORT)]
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    commands = _commands()
+    parser = _parser(commands)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    statuses = _error_statuses()
     try:
-        return COMMANDS[args.command].run(args)
-    except (ConfigError, DataError, ModelError, PresetError, StoreError, ReportError) as e:
-        print(f"lth: error: {e}", file=sys.stderr)
-        return 2
+        return commands[args.command].run(args)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("\nlth: interrupted; rerun the same command to continue from the last checkpoint",
-              file=sys.stderr)
-        return 130
+        raise
+    except Exception as e:
+        for kinds, status in statuses:
+            if isinstance(e, kinds):
+                print(f"lth: error: {e}", file=sys.stderr)
+                return status
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``lth`` command; returns its exit status (see the module docstring)."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    try:
+        return _run(argv)
+    except KeyboardInterrupt as e:
+        print("\nlth: interrupted; rerun the same command to continue", file=sys.stderr)
+        return 128 + int(getattr(e, "signum", signal.SIGINT))
+    except SystemExit:
+        raise  # argparse's usage errors (2) and --help (0)
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        print(BUG_LINE, file=sys.stderr)
+        return EXIT_BUG
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -110,6 +110,15 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
     return apply_overrides(cfg, args.overrides)
 
 
+def check_fits_data(cfg: ExperimentConfig, n_train: int) -> None:
+    """Values that only the data can bound, checked before any file is written."""
+    from ..config import ConfigError
+
+    if cfg.train.batch_size > n_train:
+        raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: larger than the {n_train} training "
+                          f"examples of {cfg.data.dataset} (after the validation split); use at most {n_train}")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -119,11 +128,13 @@ def run(args: argparse.Namespace) -> int:
     from ..models import check_fit
     from ..report import aggregate, text_table
     from ..store import RunStore
+    from ..training import check_device
 
     cfg = resolve_config(args)
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     check_branches(cfg.lottery.branches)
+    check_device(cfg.runtime.device)
     if args.dry_run:
         print(json.dumps(cfg.to_dict(), indent=2))
         print(f"run directory: {args.run_dir or Path(args.out) / f'{cfg.name}-{config_hash(cfg)}'}")
@@ -137,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     check_fit(cfg.model.name, info.input_shape, info.num_classes, info.name)
     splits = load_splits(cfg.data.dataset, args.data_dir, val_size=cfg.data.val_size,
                          split_seed=cfg.data.split_seed, device=cfg.runtime.device)
+    check_fits_data(cfg, len(splits.train_y))  # before the run directory exists
     log(f"data {cfg.data.dataset}: {len(splits.train_y)} train / {len(splits.val_y)} validation / "
         f"{len(splits.test_y)} test; model {cfg.model.name}; device {cfg.runtime.device}")
     store = RunStore.open(cfg, root=Path(args.out), run_dir=Path(args.run_dir) if args.run_dir else None)

@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -54,16 +55,22 @@ def _name(where: str, value: Any) -> None:
     _check(isinstance(value, str) and value != "", f"{where} = {value!r}: must be a non-empty name")
 
 
-def _integer(where: str, value: Any) -> None:
-    _check(_is_int(value), f"{where} = {value!r}: must be an integer")
+# Upper bounds: far beyond any experiment (the paper's longest run is 112K iterations, its deepest
+# IMP line about 25 levels), small enough that a typo fails here rather than allocating gigabytes.
+MAX_ITERATIONS = 10**8
+MAX_LEVELS = 100  # 0.8**100 keeps 2e-10 of the weights: no layer has a weight left long before
+MAX_TRIALS = 1000
+MAX_BATCH = 10**6
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds
+MAX_THREADS = 4096
+MAX_PARALLEL_UNITS = 10**4
+DEVICE = re.compile(r"(cpu|cuda|mps)(:[0-9]{1,3})?")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-def _positive_int(section: str, name: str, value: Any) -> None:
-    _check(_is_int(value) and value > 0, f"{section}.{name} = {value!r}: must be a positive integer")
-
-
-def _nonnegative_int(where: str, value: Any, note: str = "") -> None:
-    _check(_is_int(value) and value >= 0, f"{where} = {value!r}: must be an integer >= 0{note}")
+def _bounded_int(where: str, value: Any, lo: int, hi: int, note: str = "") -> None:
+    kind = {0: "an integer >= 0", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
+    _check(_is_int(value) and lo <= value <= hi, f"{where} = {value!r}: must be {kind}, at most {hi:,}{note}")
 
 
 def _flag(where: str, value: Any) -> None:
@@ -96,11 +103,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         _name("data.dataset", self.dataset)
         _check(
-            _is_int(self.val_size) and self.val_size > 0,
+            _is_int(self.val_size) and 0 < self.val_size <= MAX_BATCH * 10,
             f"data.val_size = {self.val_size!r}: must be a positive integer (the early-stopping "
-            "iteration needs a validation split held out from training)",
+            "iteration needs a validation split held out from training), at most the training set's size",
         )
-        _integer("data.split_seed", self.split_seed)
+        _bounded_int("data.split_seed", self.split_seed, 0, MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -133,11 +140,10 @@ class TrainConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        s = "train"
         _choice("train.precision", self.precision, PRECISIONS, "unknown precision; ")
-        _positive_int(s, "iterations", self.iterations)
-        _positive_int(s, "batch_size", self.batch_size)
-        _positive_int(s, "eval_every", self.eval_every)
+        _bounded_int("train.iterations", self.iterations, 1, MAX_ITERATIONS)
+        _bounded_int("train.batch_size", self.batch_size, 1, MAX_BATCH, " (and at most the training set's size)")
+        _bounded_int("train.eval_every", self.eval_every, 1, MAX_ITERATIONS)
         _choice("train.optimizer", self.optimizer, OPTIMIZERS, "unknown optimizer; ")
         _check(
             _is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0,
@@ -163,7 +169,7 @@ class TrainConfig:
         ms = _sequence("train.lr_milestones", self.lr_milestones, "[20000, 25000]")
         object.__setattr__(self, "lr_milestones", ms)
         _check(
-            all(_is_int(m) and m > 0 for m in ms) and list(ms) == sorted(ms),
+            all(_is_int(m) and 0 < m <= MAX_ITERATIONS for m in ms) and list(ms) == sorted(ms) and len(ms) <= 1000,
             f"train.lr_milestones = {ms!r}: must be increasing positive iteration counts",
         )
 
@@ -217,8 +223,8 @@ class LotteryConfig:
     seed: int = 0  # base seed; every randomness source derives its own from it
 
     def __post_init__(self) -> None:
-        _nonnegative_int("lottery.levels", self.levels, " (0 = dense only)")
-        _positive_int("lottery", "trials", self.trials)
+        _bounded_int("lottery.levels", self.levels, 0, MAX_LEVELS, " (0 = dense only)")
+        _bounded_int("lottery.trials", self.trials, 1, MAX_TRIALS)
         b = _sequence("lottery.branches", self.branches, '["ticket", "reinit"]')
         object.__setattr__(self, "branches", b)
         # Which names exist is the branch registry's business (lth.experiment.branches checks them
@@ -227,9 +233,9 @@ class LotteryConfig:
         bad = [x for x in b if not (isinstance(x, str) and x)]
         _check(not bad, f"lottery.branches = {b!r}: branch names are non-empty strings")
         _check(len(set(b)) == len(b), f"lottery.branches = {b!r}: a branch is listed twice")
-        _nonnegative_int("lottery.rewind_iteration", self.rewind_iteration)
+        _bounded_int("lottery.rewind_iteration", self.rewind_iteration, 0, MAX_ITERATIONS)
         _flag("lottery.one_shot", self.one_shot)
-        _integer("lottery.seed", self.seed)
+        _bounded_int("lottery.seed", self.seed, 0, MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -259,13 +265,14 @@ class RuntimeConfig:
     flush_denormals: bool = True
 
     def __post_init__(self) -> None:
-        _name("runtime.device", self.device)
-        _positive_int("runtime", "checkpoint_every", self.checkpoint_every)
-        _nonnegative_int("runtime.threads", self.threads, " (0 = PyTorch's default)")
-        _positive_int("runtime", "eval_batch_size", self.eval_batch_size)
+        _check(isinstance(self.device, str) and DEVICE.fullmatch(self.device) is not None,
+               f"runtime.device = {self.device!r}: choose cpu, cuda, cuda:N or mps")
+        _bounded_int("runtime.checkpoint_every", self.checkpoint_every, 1, MAX_ITERATIONS)
+        _bounded_int("runtime.threads", self.threads, 0, MAX_THREADS, " (0 = PyTorch's default)")
+        _bounded_int("runtime.eval_batch_size", self.eval_batch_size, 1, MAX_BATCH * 10)
         _flag("runtime.deterministic", self.deterministic)
-        _nonnegative_int("runtime.parallel_units", self.parallel_units,
-                         " (0 = automatic, 1 = one unit at a time)")
+        _bounded_int("runtime.parallel_units", self.parallel_units, 0, MAX_PARALLEL_UNITS,
+                     " (0 = automatic, 1 = one unit at a time)")
         _choice("runtime.test_eval", self.test_eval, TEST_EVALS,
                 note=" (every = test metrics at every evaluation; best = only at new validation-loss "
                 "minima and the last iteration)")
@@ -285,7 +292,9 @@ class ExperimentConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
-        _name("name", self.name)
+        _check(isinstance(self.name, str) and NAME.fullmatch(self.name) is not None,
+               f"name = {self.name!r}: the run directory is named after it, so use 1 to 100 letters, digits, "
+               "'.', '_' or '-', starting with a letter or digit")
         for section, cls in SECTIONS.items():
             value = getattr(self, section)
             _check(
