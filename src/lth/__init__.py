@@ -11,7 +11,9 @@ The public API, for any ``nn.Module`` (docs/API.md has runnable examples):
   :func:`to_torch_prune` / :func:`from_torch_prune`, :func:`save_mask` / :func:`load_mask`,
   :func:`save_weights` / :func:`load_weights`;
 * configurations: :class:`ExperimentConfig`, :func:`get_preset`, :func:`load_config`;
-* tickets on disk: :func:`export_ticket`, :func:`load_ticket`.
+* tickets on disk: :func:`export_ticket`, :func:`load_ticket`;
+* run directories: :func:`audit_run` (what ``lth verify`` prints: intact, damaged, what a rerun
+  redoes).
 
 Names are imported on first use, so ``import lth`` stays cheap and does no work.
 """
@@ -24,6 +26,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "find_tickets": "lth.api",
+    "audit_run": "lth.experiment",
+    "RunAudit": "lth.experiment",
     "TicketSearch": "lth.api",
     "winning_ticket": "lth.pruning",
     "to_torch_prune": "lth.pruning",
