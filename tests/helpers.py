@@ -88,3 +88,22 @@ def write_finished_unit(store, record) -> None:
         metrics.append({"iteration": record.final_iteration, "val_loss": record.final_val_loss,
                         "val_accuracy": 0.5, "test_accuracy": record.final_test_accuracy})
     store.finish_unit(record, metrics=metrics, final_state={"w": torch.ones(4)}, inputs=inputs)
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder in which this process cannot create files: a read-only folder or, for root (whom
+    file permissions do not stop), /sys, which refuses new files to everyone. Skips the calling
+    test where neither refuses."""
+    import pytest
+
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    ro.chmod(0o555)
+    for folder in (ro, Path("/sys")):
+        probe = folder / "lth-probe"
+        try:
+            probe.open("wb").close()
+        except OSError:
+            return folder
+        probe.unlink()
+    pytest.skip("no folder here refuses new files (root, and /sys is writable)")

@@ -14,7 +14,7 @@ from lth.report import ReportError, plot
 from lth.store import RunStore
 from tests.report.test_tables import RECORDS
 
-from ..helpers import write_finished_unit
+from ..helpers import unwritable_folder, write_finished_unit
 
 pytest.importorskip("matplotlib")
 
@@ -24,22 +24,6 @@ def make_run(run_dir: Path) -> Path:
     for r in RECORDS:
         write_finished_unit(store, r)
     return store.path
-
-
-def unwritable_folder(tmp_path: Path) -> Path:
-    """A folder in which this process cannot create files: a read-only folder or, for root (whom
-    file permissions do not stop), /sys. Skips the calling test where neither refuses."""
-    ro = tmp_path / "read-only"
-    ro.mkdir()
-    ro.chmod(0o555)
-    for folder in (ro, Path("/sys")):
-        probe = folder / "lth-probe"
-        try:
-            probe.open("wb").close()
-        except OSError:
-            return folder
-        probe.unlink()
-    pytest.skip("no folder here refuses new files (root, and /sys is writable)")
 
 
 def test_plot_writes_a_png_of_the_expected_size(tmp_path):

@@ -45,25 +45,6 @@ def library_read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         return {k: f.get_tensor(k) for k in names}, f.metadata()
 
 
-def unwritable_folder(tmp_path: Path) -> Path:
-    """A folder in which this process cannot create files: a read-only folder or, for root (whom
-    file permissions do not stop), /sys, which refuses new files to everyone. Skips the calling
-    test where neither refuses."""
-    import pytest
-
-    ro = tmp_path / "read-only"
-    ro.mkdir()
-    ro.chmod(0o555)
-    for folder in (ro, Path("/sys")):
-        probe = folder / "lth-probe"
-        try:
-            probe.open("wb").close()
-        except OSError:
-            return folder
-        probe.unlink()
-    pytest.skip("no folder here refuses new files (root, and /sys is writable)")
-
-
 def lth_process(*args: str, fault: str | None = None) -> subprocess.Popen:
     """``python -m lth ARGS`` as a real process of this checkout's lth, with ``LTH_FAULT=fault``."""
     import lth

@@ -27,7 +27,8 @@ from lth.tickets import (
     read_ticket,
     sparse_layers,
 )
-from tests.tickets.helpers import BRANCHES, lth_process, masked, parse_header, stored_mask, unwritable_folder
+from tests.helpers import unwritable_folder
+from tests.tickets.helpers import BRANCHES, lth_process, masked, parse_header, stored_mask
 
 # --------------------------------------------------------------------------- round trips
 

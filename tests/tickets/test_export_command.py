@@ -16,7 +16,7 @@ from lth.cli import export as export_command
 from lth.cli import main
 from lth.tickets import ExportError, export_size, read_ticket
 from lth.tickets.format import seal
-from tests.tickets.helpers import unwritable_folder
+from tests.helpers import unwritable_folder
 
 
 def export_cli(argv: list[str]) -> int:

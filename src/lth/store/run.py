@@ -73,6 +73,7 @@ CHECKPOINT = "checkpoint.pt"
 NEXT_CHECKPOINT = "checkpoint.next.pt"
 GROUP_COMMIT = "checkpoint-commit.json"
 CHECKSUMS = "checksums.json"
+_SOURCE = re.compile(r"trial_[0-9]+/level_[0-9]+/ticket/final\.pt")
 _INPUT = re.compile(r"trial_[0-9]+/(theta0\.pt|rewind\.pt|level_[0-9]+/mask\.pt)")
 RERUN_FIX = "rerun the same `lth run` command to redo what depends on it (`lth verify RUN_DIR` lists all damage)"
 
@@ -299,7 +300,8 @@ class RunStore:
                         sums[rel] = FileDigest.from_dict(entry)
                         if src is not None:
                             if (not isinstance(src, dict) or set(src) != {"path", "sha256"}
-                                    or not isinstance(src["path"], str) or not isinstance(src["sha256"], str)):
+                                    or not isinstance(src["path"], str) or not isinstance(src["sha256"], str)
+                                    or not _SOURCE.fullmatch(src["path"])):
                                 raise ValueError(f"source of {rel!r} is not {{path, sha256}}")
                             sources[rel] = (src["path"], src["sha256"])
                 except (StoreError, ValueError, OSError) as e:
