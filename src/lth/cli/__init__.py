@@ -16,6 +16,7 @@ status  meaning
         disk full, damaged
 5       exporting or reading a ticket file
 6       a report or figure cannot be made
+7       out of memory (finished work is intact; the message says what to lower)
 70      an internal error: a bug in lth (the traceback is printed)
 130     interrupted by SIGINT (Ctrl-C); 143: by SIGTERM. Rerun the same command to continue
 ======  ==================================================================================
@@ -33,7 +34,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = ("run", "presets", "config", "report", "plot", "export", "verify")
-EXIT_USAGE, EXIT_DATA, EXIT_STORE, EXIT_EXPORT, EXIT_REPORT, EXIT_BUG = 2, 3, 4, 5, 6, 70
+EXIT_USAGE, EXIT_DATA, EXIT_STORE, EXIT_EXPORT, EXIT_REPORT, EXIT_MEMORY, EXIT_BUG = 2, 3, 4, 5, 6, 7, 70
 BUG_LINE = ("lth: internal error: this is a bug in lth, not in your input; please report it with the "
             "traceback above and the command you ran")
 
@@ -54,12 +55,19 @@ def _commands() -> dict:
     return {name: importlib.import_module(f"{__package__}.{name}") for name in COMMANDS}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one ``lth: error:`` line (status 2) pointing to --help."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"lth: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser(commands: dict) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="lth",
         description="Find, test and study lottery tickets (Frankle & Carbin, ICLR 2019).",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for module in commands.values():
         module.add_parser(sub)
     return p
@@ -75,6 +83,13 @@ def _error_statuses() -> list[tuple[tuple[type[BaseException], ...], int]]:
 
     return [((ConfigError, PresetError, ModelError), EXIT_USAGE), ((DataError,), EXIT_DATA),
             ((StoreError,), EXIT_STORE), ((ExportError,), EXIT_EXPORT), ((ReportError,), EXIT_REPORT)]
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ()))
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -97,15 +112,25 @@ def _run(argv: Sequence[str] | None) -> int:
             if isinstance(e, kinds):
                 print(f"lth: error: {e}", file=sys.stderr)
                 return status
+        if _out_of_memory(e):
+            print(f"lth: error: out of memory ({type(e).__name__}); finished work is intact. Lower "
+                  "--parallel-units, runtime.eval_batch_size or train.batch_size, and rerun the same command "
+                  "to continue", file=sys.stderr)
+            return EXIT_MEMORY
         raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``lth`` command; returns its exit status (see the module docstring)."""
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    previous, sigint = None, signal.getsignal(signal.SIGINT)
+    if _main_thread() and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:  # nohup-style: keep ignoring
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return _run(argv)
     except KeyboardInterrupt as e:
+        if _main_thread():  # a second signal while saying so must not end in a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("\nlth: interrupted; rerun the same command to continue", file=sys.stderr)
         return 128 + int(getattr(e, "signum", signal.SIGINT))
     except SystemExit:
@@ -117,8 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(BUG_LINE, file=sys.stderr)
         return EXIT_BUG
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if _main_thread():
+            if sigint is not None:
+                signal.signal(signal.SIGINT, sigint)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _main_thread() -> bool:

@@ -40,10 +40,15 @@ def _parse_scalar(t: str, current: Any, where: str) -> Any:
         return t
     try:
         if isinstance(current, int) and not isinstance(current, bool):
-            v = float(t)
+            try:
+                return int(t.strip())  # exact: float() would round integers above 2**53
+            except ValueError:
+                v = float(t)  # 1e3 is a whole number too
             if not v.is_integer():
                 raise ValueError
             return int(v)
+        if current is None and t.strip().lstrip("+-").isdigit():
+            return int(t.strip())
         if isinstance(current, float) or current is None:
             v = float(t)
             # With no current value to go by, text written as a whole number stays an int.

@@ -61,6 +61,7 @@ MAX_ITERATIONS = 10**8
 MAX_LEVELS = 100  # 0.8**100 keeps 2e-10 of the weights: no layer has a weight left long before
 MAX_TRIALS = 1000
 MAX_BATCH = 10**6
+MAX_EVALUATIONS = 100_000  # per unit: its history is kept in memory and in metrics.jsonl
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 MAX_THREADS = 4096
 MAX_PARALLEL_UNITS = 10**4
@@ -144,6 +145,11 @@ class TrainConfig:
         _bounded_int("train.iterations", self.iterations, 1, MAX_ITERATIONS)
         _bounded_int("train.batch_size", self.batch_size, 1, MAX_BATCH, " (and at most the training set's size)")
         _bounded_int("train.eval_every", self.eval_every, 1, MAX_ITERATIONS)
+        evals = self.iterations // self.eval_every
+        _check(evals <= MAX_EVALUATIONS,
+               f"train.eval_every = {self.eval_every}: evaluates {evals:,} times in train.iterations = "
+               f"{self.iterations:,}; every evaluation of every unit is kept, so choose eval_every >= "
+               f"{-(-self.iterations // MAX_EVALUATIONS):,} (at most {MAX_EVALUATIONS:,} evaluations)")
         _choice("train.optimizer", self.optimizer, OPTIMIZERS, "unknown optimizer; ")
         _check(
             _is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0,

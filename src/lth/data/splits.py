@@ -60,8 +60,8 @@ def split_indices(n: int, val_size: int, split_seed: int) -> tuple[torch.Tensor,
         raise DataError(f"val_size must be an integer, got {val_size!r}")
     if not 0 <= val_size < n:
         raise DataError(
-            f"val_size={val_size} is out of range: the training set has {n} examples, so "
-            f"val_size must be between 0 and {n - 1} (inclusive)"
+            f"data.val_size = {val_size} is out of range: the training set has {n} examples, so "
+            f"data.val_size must be between 0 and {n - 1} (inclusive)"
         )
     gen = torch.Generator().manual_seed(int(split_seed))
     perm = torch.randperm(n, generator=gen)
