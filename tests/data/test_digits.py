@@ -54,5 +54,5 @@ def test_digits_test_set_fingerprint():
 
 @pytest.mark.parametrize("val_size", [1437, 5000, -1])
 def test_digits_val_size_out_of_range(val_size):
-    with pytest.raises(DataError, match=f"val_size={val_size}"):
+    with pytest.raises(DataError, match=f"data.val_size = {val_size} is out of range"):
         load_splits("digits", val_size=val_size, split_seed=0)

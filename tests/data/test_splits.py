@@ -40,7 +40,7 @@ def test_split_indices_partition(n, frac, seed):
 def test_split_indices_rejects_out_of_range(val_size):
     with pytest.raises(DataError) as e:
         split_indices(100, val_size, 0)
-    assert f"val_size={val_size}" in str(e.value)
+    assert f"data.val_size = {val_size} is out of range" in str(e.value)
     assert "between 0 and 99" in str(e.value)
 
 
@@ -107,7 +107,7 @@ def test_mnist_split_seeds(mnist0, shared_data):
 def test_mnist_val_size_out_of_range(shared_data):
     with pytest.raises(DataError) as e:
         load_splits("mnist", shared_data, val_size=60000, split_seed=0, download=False)
-    assert "val_size=60000" in str(e.value) and "between 0 and 59999" in str(e.value)
+    assert "data.val_size = 60000" in str(e.value) and "between 0 and 59999" in str(e.value)
 
 
 # ------------------------------------------------------------------ validation of raw data
