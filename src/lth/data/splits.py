@@ -139,7 +139,7 @@ def load_splits(
     """
     spec = dataset_info(name)
     if isinstance(val_size, (int, np.integer)) and not isinstance(val_size, bool) and val_size < 0:
-        raise DataError(f"val_size={val_size} is out of range: it must be >= 0")
+        raise DataError(f"data.val_size = {val_size} is out of range: it must be >= 0")
     root = resolve_root(data_dir) if spec.needs_data_dir else None
     raw = spec.loader(spec, root, download)
     _validate(spec, raw)
