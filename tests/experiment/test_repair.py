@@ -80,6 +80,8 @@ CASES = [
     ("reset", "summary.json", "number", None, []),
     ("rewind", "trial_0/rewind.pt", "garbage", "retraining the dense network", ["trial_0/level_0/ticket"]),
     ("rewind", "trial_1/level_0/ticket/final.pt", "zero", "SHA-256 mismatch", ["trial_1/level_0/ticket"]),
+    ("rewind", "trial_0/theta0.pt+trial_0/rewind.pt", "delete", "retraining the dense network",
+     ["trial_0/level_0/ticket"]),
 ]
 
 
@@ -91,7 +93,10 @@ def test_a_rerun_redoes_exactly_the_damaged_work_and_equals_the_undamaged_run(
     path = tmp_path / "run"
     shutil.copytree(ref, path)
     target = path / rel
-    if damage == "delete":
+    if "+" in rel:  # two files at once
+        for r in rel.split("+"):
+            (path / r).unlink()
+    elif damage == "delete":
         target.unlink()
     elif damage == "truncate":
         target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])

@@ -255,7 +255,8 @@ class Lottery:
                 self.log(f"{path} {problem}: discarded; it is recomputed when the run reaches it")
         if L.rewind_iteration > 0:
             for t in range(L.trials):
-                if store.is_done(t, 0, "ticket") and store.rel(store.rewind_path(t)) not in store.checksums():
+                finished = store.unit_problems(t, 0, "ticket") is not None  # intact or not: theta0 may be redrawn
+                if finished and store.rel(store.rewind_path(t)) not in store.checksums():
                     store.invalidate_unit(t, 0, "ticket")
                     self.log(f"trial {t}: {store.rewind_path(t).name} (theta_k) is gone; retraining the dense "
                              "network, which recreates it")
