@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(cfg.runtime.threads)
     check_branches(cfg.lottery.branches)
     check_device(cfg.runtime.device)
+    info = dataset_info(cfg.data.dataset)  # the data set's name and the model's fit: no data read yet
+    check_fit(cfg.model.name, info.input_shape, info.num_classes, info.name)
     if args.dry_run:
         print(json.dumps(cfg.to_dict(), indent=2))
         print(f"run directory: {args.run_dir or Path(args.out) / f'{cfg.name}-{config_hash(cfg)}'}")
@@ -144,8 +146,6 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    info = dataset_info(cfg.data.dataset)
-    check_fit(cfg.model.name, info.input_shape, info.num_classes, info.name)
     splits = load_splits(cfg.data.dataset, args.data_dir, val_size=cfg.data.val_size,
                          split_seed=cfg.data.split_seed, device=cfg.runtime.device)
     check_fits_data(cfg, len(splits.train_y))  # before the run directory exists
