@@ -128,10 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(argv)
     except KeyboardInterrupt as e:
-        if _main_thread():  # a second signal while saying so must not end in a traceback
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("\nlth: interrupted; rerun the same command to continue", file=sys.stderr)
+        _quietly(lambda: [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]
+                 if _main_thread() else None)  # a second signal while saying so must not end in a traceback
+        _quietly(lambda: print("\nlth: interrupted; rerun the same command to continue", file=sys.stderr))
         return 128 + int(getattr(e, "signum", signal.SIGINT))
     except SystemExit:
         raise  # argparse's usage errors (2) and --help (0)
@@ -143,10 +142,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUG
     finally:
         if _main_thread():
+            # signal.signal runs any handler still pending: one more interrupt here changes nothing
             if sigint is not None:
-                signal.signal(signal.SIGINT, sigint)
+                _quietly(lambda: signal.signal(signal.SIGINT, sigint))
             if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+                _quietly(lambda: signal.signal(signal.SIGTERM, previous))
+
+
+def _quietly(action) -> None:
+    """Do ``action``; an interrupt arriving meanwhile is dropped (lth is already stopping)."""
+    try:
+        action()
+    except KeyboardInterrupt:
+        pass
 
 
 def _main_thread() -> bool:
