@@ -129,12 +129,12 @@ def audit_run(run_dir: Path | str) -> RunAudit:
     if cfg is not None:
         done = set(audit.units_intact) | set(audit.units_damaged)
         audit.units_unfinished = [u.as_tuple() for u in all_units(cfg) if u.as_tuple() not in done]
-    audit.summary_problem = _summary_problem(store)
+    audit.summary_problem = _summary_problem(store, audit.units_intact)
     audit.redo = _redo(audit)
     return audit
 
 
-def _summary_problem(store: RunStore) -> str | None:
+def _summary_problem(store: RunStore, intact: list[Key]) -> str | None:
     path = store.path / "summary.json"
     if not path.exists():
         return None
@@ -142,7 +142,7 @@ def _summary_problem(store: RunStore) -> str | None:
         stored = read_json(path)
     except StoreError as e:
         return f"{e}"
-    if stored != [r.to_dict() for r in store.records()]:
+    if stored != [store.record(*k).to_dict() for k in intact]:  # what write_summary would write
         return "does not match the intact units (stale or edited); a rerun rewrites it"
     return None
 

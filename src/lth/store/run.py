@@ -326,10 +326,11 @@ class RunStore:
         data = torch_bytes(_cpu(state))
         digest = digest_bytes(data)
         rel = self.rel(path)
-        sources = {k: v for k, v in self._input_sources().items() if k != rel}
+        sums = self.checksums()  # loads self._sources too
+        sources = {k: v for k, v in self._sources.items() if k != rel}
         if source is not None:
             sources[rel] = (self.rel(source), self._digests.digest(source).sha256)
-        self._write_checksums({**self.checksums(), rel: digest}, sources)
+        self._write_checksums({**sums, rel: digest}, sources)
         atomic_write_bytes(path, data)
         self._digests.remember(path, digest)
         if rel in self._discarded:
@@ -338,10 +339,6 @@ class RunStore:
                                              "from it stay finished" if same else
                                              "it differs from the file it replaces, so the units that started "
                                              "from it are retrained"))
-
-    def _input_sources(self) -> dict[str, tuple[str, str]]:
-        self.checksums()
-        return self._sources
 
     def input_problem(self, path: Path) -> str | None:
         """Why an input file cannot be trusted (missing although recorded, changed, unrecorded,
@@ -378,22 +375,21 @@ class RunStore:
             return None  # never written
         return torch_load(path)
 
-    def discard_input(self, path: Path) -> FileDigest | None:
-        """Forget a damaged input (file and checksum) so that it is recomputed; returns the digest
-        that was recorded for it, to compare the recomputed file with."""
+    def discard_input(self, path: Path) -> None:
+        """Forget a damaged input (file and checksum) so that it is recomputed; the digest it had
+        (recorded, else the file's own) is kept to say whether the recomputed file is identical."""
+        rel = self.rel(path)
         sums = dict(self.checksums())
-        old = sums.pop(self.rel(path), None)
-        was = old
+        was = sums.pop(rel, None)
         if was is None:  # unrecorded: compare the recomputed file with the one it replaces
             try:
                 was = self._digests.digest(path)
             except OSError:
                 pass
         if was is not None:
-            self._discarded[self.rel(path)] = was
-        self._write_checksums(sums, {k: v for k, v in self._sources.items() if k != self.rel(path)})
+            self._discarded[rel] = was
+        self._write_checksums(sums, {k: v for k, v in self._sources.items() if k != rel})
         _remove(path)
-        return old
 
     def input_paths(self) -> list[Path]:
         """Every recorded input and every input file present, recorded or not."""

@@ -9,6 +9,7 @@ changed is an :class:`ExportError` naming it, never a silent fallback.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +60,9 @@ class Unit:
     def dir(self) -> Path:
         return self.store.unit_dir(self.trial, self.level, self.branch)
 
-    @property
+    @functools.cached_property
     def store(self):
+        """One reader for the whole export, so each file is hashed once (the store caches digests)."""
         from ..store import RunStore
 
         return RunStore(self.run_dir)
@@ -130,7 +132,9 @@ def resolve_unit(run_dir: Path | str, level: int, trial: int, branch: str) -> Un
     if not record.ok:
         raise ExportError(f"level {level} of trial {trial}, branch {branch!r}, failed during training "
                           f"({record.error or 'no error recorded'}) and has no trained weights; {hint}")
-    return Unit(run_dir, cfg, trial, level, branch, record.to_dict())
+    unit = Unit(run_dir, cfg, trial, level, branch, record.to_dict())
+    unit.store = store  # the reader that checked the unit: the files it hashed are not hashed again
+    return unit
 
 
 def model_spec(cfg: Any) -> tuple[tuple[int, ...], int]:
