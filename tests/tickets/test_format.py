@@ -109,10 +109,13 @@ def test_lth_reads_a_ticket_the_library_wrote(run, tmp_path, digits):
     save_file(hand, str(tmp_path / "hand.safetensors"), metadata=hand_meta)
     with pytest.raises(TicketFormatError, match="lacks content_sha256"):  # version 2 needs its checksum ...
         read_ticket(tmp_path / "hand.safetensors")
-    # ... which is the documented SHA-256 over the metadata's canonical JSON, a zero byte and the tensor bytes
+    # ... which is the documented SHA-256 over the metadata's canonical JSON, a zero byte, the tensor
+    # table's canonical JSON, a zero byte and the tensor bytes
     data = (tmp_path / "hand.safetensors").read_bytes()
-    section = data[8 + int.from_bytes(data[:8], "little"):]
-    digest = hashlib.sha256(json.dumps(hand_meta, sort_keys=True).encode() + b"\0" + section).hexdigest()
+    n = int.from_bytes(data[:8], "little")
+    table = {k: v for k, v in json.loads(data[8:8 + n]).items() if k != "__metadata__"}
+    digest = hashlib.sha256(json.dumps(hand_meta, sort_keys=True).encode() + b"\0"
+                            + json.dumps(table, sort_keys=True).encode() + b"\0" + data[8 + n:]).hexdigest()
     save_file(hand, str(tmp_path / "hand.safetensors"), metadata={**hand_meta, CHECKSUM_KEY: digest})
     ticket = read_ticket(tmp_path / "hand.safetensors")
     assert torch.equal(ticket.masks[layer], m)
@@ -416,3 +419,14 @@ def test_edited_or_damaged_tickets_load_what_they_hold_or_raise_the_format_error
     if model is not None and not sparse:
         loaded = model.state_dict()
         assert set(loaded) == set(state) and all(same_array(loaded[k], state[k]) for k in state)
+
+
+def test_a_renamed_tensor_in_the_header_is_refused_by_the_checksum(run, tmp_path):
+    """The checksum covers the tensor table too: an edit of a tensor's name (or dtype, shape,
+    offsets) in the header never loads as another state dict."""
+    path = export_ticket(run, 2, out=tmp_path / "t.safetensors")
+    data = path.read_bytes()
+    at = data.index(b'"hidden.1.bias"') + 1
+    path.write_bytes(data[:at] + b" " + data[at + 1:])  # "hidden.1.bias" -> " idden.1.bias"
+    with pytest.raises(TicketFormatError, match="does not match its content_sha256"):
+        read_ticket(path)

@@ -28,7 +28,8 @@ weights), ``weights_remaining``, ``config_hash``, ``config``, ``dtype``, ``bitma
 to these final weights). A reader needs ``model``, ``input_shape``, ``num_classes``, ``level``,
 ``trial`` and ``layers``; the rest describes where the ticket came from.
 
-``content_sha256`` (format version 2): SHA-256 over the rest of the metadata and the tensor bytes
+``content_sha256`` (format version 2): SHA-256 over the rest of the metadata, the tensor table
+(names, dtypes, shapes, offsets) and the tensor bytes
 (:func:`content_sha256`); a reader refuses a file that does not match it, so a damaged or edited
 ticket never loads as other weights. Version 1 files, which lack it, are still read.
 
@@ -171,26 +172,28 @@ def serialize(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) 
     return save(dict(tensors), metadata=dict(metadata))
 
 
-def content_sha256(data_section: bytes, metadata: Mapping[str, str]) -> str:
-    """The checksum of a ticket: SHA-256 over its metadata (canonical JSON, every key but the
-    checksum's own) and the bytes of its tensors (the file after the safetensors header)."""
+def content_sha256(data: bytes, metadata: Mapping[str, str]) -> str:
+    """The checksum of the safetensors file ``data``: SHA-256 over its metadata (canonical JSON,
+    every key but the checksum's own), a zero byte, its tensor table (canonical JSON of the header
+    without ``__metadata__``: every tensor's name, dtype, shape and offsets), a zero byte, and the
+    tensor bytes (the file after the header)."""
+    n = int.from_bytes(data[:8], "little")
+    table = {k: v for k, v in json.loads(data[8:8 + n]).items() if k != "__metadata__"}
     h = hashlib.sha256()
     h.update(json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True).encode())
     h.update(b"\0")
-    h.update(data_section)
+    h.update(json.dumps(table, sort_keys=True).encode())
+    h.update(b"\0")
+    h.update(data[8 + n:])
     return h.hexdigest()
-
-
-def _data_section(data: bytes) -> bytes:
-    return data[8 + int.from_bytes(data[:8], "little"):]
 
 
 def seal(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
     """:func:`serialize` with ``content_sha256`` added to the metadata, so that a reader can tell
-    the file is exactly what was exported (tensor bytes are laid out independently of the
-    metadata, so the checksum of a first serialisation holds for the second)."""
+    the file is exactly what was exported (the tensor table and bytes are laid out independently
+    of the metadata, so the checksum of a first serialisation holds for the second)."""
     plain = serialize(tensors, metadata)
-    return serialize(tensors, {**metadata, CHECKSUM_KEY: content_sha256(_data_section(plain), metadata)})
+    return serialize(tensors, {**metadata, CHECKSUM_KEY: content_sha256(plain, metadata)})
 
 
 def read_safetensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -222,7 +225,7 @@ def read_safetensors(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[st
     except (ValueError, AttributeError) as e:  # in case Python's JSON reads it otherwise
         raise TicketFormatError(f"{path} is not a valid safetensors file: the header's __metadata__ "
                                 f"is not a map of strings ({e})") from None
-    if CHECKSUM_KEY in metadata and metadata[CHECKSUM_KEY] != content_sha256(_data_section(data), metadata):
+    if CHECKSUM_KEY in metadata and metadata[CHECKSUM_KEY] != content_sha256(data, metadata):
         raise TicketFormatError(f"{path} is not the file that was exported: its content does not match its "
                                 f"{CHECKSUM_KEY} (damaged or edited since); export it again")
     return tensors, dict(metadata)
