@@ -317,25 +317,32 @@ def test_sparse_kernel_path_equals_one_at_a_time(digits):
 # ------------------------------------------------------------------------- evaluation
 
 
+def same_to_rounding(got, want):
+    """Equal up to float32 rounding: a unit's logits are one network's, but BLAS makes no promise
+    that a product of another width (the units picked, or the group) sums a column in the same
+    order, and one CPU's did not (last-bit differences); the AVX-512 EPYC we measure on does."""
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_sparse_evaluation_of_a_unit_does_not_depend_on_its_group(digits):
-    """Exactly (bitwise): a unit evaluated alone, in a subset, or with its whole group."""
+    """A unit evaluated alone, in a subset, or with its whole group gives the same logits."""
     made = [equal_count_unit(s, 0.1) for s in range(3)]
     group = sparse_engine(made)
     assert group.sparse_eval
     x = digits.test_x[:300]
     full = group.logits(x)
     for pick in ([1], [2, 0]):
-        torch.testing.assert_close(group.logits(x, units=pick), full[pick], rtol=0, atol=0)
+        same_to_rounding(group.logits(x, units=pick), full[pick])
     for i in range(3):
         alone = sparse_engine(made[i:i + 1])
-        torch.testing.assert_close(alone.logits(x), full[i:i + 1], rtol=0, atol=0)
+        same_to_rounding(alone.logits(x), full[i:i + 1])
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_dense_evaluation_of_a_lenet_does_not_depend_on_its_group(shared_data, threads):
-    """Exactly (bitwise), at LeNet-300-100's real sizes on real MNIST: the first layer of every unit
-    is one wide GEMM, and a unit's outputs are the same alone, in a subset, or in a group of 15,
-    and equal to its own model's (one unit's GEMM is the model's own product)."""
+    """At LeNet-300-100's real sizes on real MNIST: the first layer of every unit is one wide GEMM,
+    and a unit's outputs are the same alone, in a subset, or in a group of 15, and equal to its
+    own model's."""
     sp = load_splits("mnist", shared_data, val_size=1000, split_seed=0, download=False)
     x = sp.val_x
     made = [equal_count_unit(s, 0.5, "lenet300", (1, 28, 28)) for s in range(15)]
@@ -350,9 +357,9 @@ def test_dense_evaluation_of_a_lenet_does_not_depend_on_its_group(shared_data, t
         assert not group.sparse_eval
         full = group.logits(x)
         for pick in ([4], [14, 0, 7], list(range(9))):
-            torch.testing.assert_close(group.logits(x, units=pick), full[pick], rtol=0, atol=0)
+            same_to_rounding(group.logits(x, units=pick), full[pick])
         for i in (0, 13):
-            torch.testing.assert_close(engine(made[i:i + 1]).logits(x), full[i:i + 1], rtol=0, atol=0)
+            same_to_rounding(engine(made[i:i + 1]).logits(x), full[i:i + 1])
         with torch.no_grad():
             want = torch.stack([m(x) for m, _ in made])
         torch.testing.assert_close(full, want, rtol=1e-5, atol=1e-5)
@@ -384,6 +391,6 @@ def test_engine_logits_of_chosen_units_equal_their_rows_of_all_units(digits):
         assert isinstance(engine, kind)
         full = engine.logits(x)
         for pick in ([2], [3, 0], [0, 1, 2, 3]):
-            torch.testing.assert_close(engine.logits(x, units=pick), full[pick], rtol=0, atol=0)
+            same_to_rounding(engine.logits(x, units=pick), full[pick])
         with pytest.raises(ValueError, match="unit indices"):
             engine.logits(x, units=[4])

@@ -235,9 +235,21 @@ def reference_tested(history: list) -> list[int]:
     return sorted(its)
 
 
-def assert_same_reports(every, best):
-    """Same validation curve, the same test values wherever best measured them, test values exactly
-    at the reference points, and the same early stop and final test accuracy."""
+def same_test_values(got, want, n_test, exact):
+    """The same test loss up to float32 rounding and the same accuracy up to one image: with a
+    group, ``best`` evaluates the chosen units alone, in a product of another width, whose sums
+    BLAS may order differently (last-bit differences on one CPU, none on the AVX-512 EPYC)."""
+    if exact:  # one unit: the same product in both modes
+        assert got == want
+        return
+    (loss, acc), (ref_loss, ref_acc) = got, want
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert abs(acc - ref_acc) <= 1 / n_test + 1e-12
+
+
+def assert_same_reports(every, best, n_test, exact):
+    """Same validation curve, test values exactly at the reference points, the same test values
+    there as ``every`` (bitwise when ``exact``), and the same early stop."""
     assert [(h.iteration, h.val_loss, h.val_accuracy) for h in every.history] == \
         [(h.iteration, h.val_loss, h.val_accuracy) for h in best.history]
     tested = [h.iteration for h in best.history if h.test_accuracy is not None]
@@ -246,13 +258,13 @@ def assert_same_reports(every, best):
     by_it = {h.iteration: h for h in every.history}
     for h in best.history:
         if h.test_accuracy is not None:
-            assert (h.test_loss, h.test_accuracy) == (by_it[h.iteration].test_loss,
-                                                      by_it[h.iteration].test_accuracy)
+            same_test_values((h.test_loss, h.test_accuracy),
+                             (by_it[h.iteration].test_loss, by_it[h.iteration].test_accuracy), n_test, exact)
         else:
             assert h.test_loss is None
     assert best.early_stop.iteration == every.early_stop.iteration
-    assert best.early_stop.test_accuracy == every.early_stop.test_accuracy
-    assert best.history[-1].test_accuracy == every.history[-1].test_accuracy
+    for b, e in ((best.early_stop, every.early_stop), (best.history[-1], every.history[-1])):
+        same_test_values((b.test_loss, b.test_accuracy), (e.test_loss, e.test_accuracy), n_test, exact)
 
 
 def test_single_unit_best_reports_the_same_numbers_and_skips_the_rest(digits):
@@ -262,7 +274,7 @@ def test_single_unit_best_reports_the_same_numbers_and_skips_the_rest(digits):
     every = train(m, mask, digits, cfg, data_seed=3)
     m.load_state_dict(start)
     best = train(m, mask, digits, cfg, data_seed=3, test_eval="best")
-    assert_same_reports(every, best)
+    assert_same_reports(every, best, len(digits.test_y), exact=True)
 
 
 def test_single_unit_best_resumes_with_the_minimum_so_far(digits):
@@ -292,7 +304,7 @@ def test_batched_best_tests_each_unit_at_its_own_minima(digits, keep):
     every = train_many(template, inputs, digits, cfg)
     best = train_many(template, inputs, digits, cfg, test_eval="best")
     for e, b in zip(every, best):
-        assert_same_reports(e, b)
+        assert_same_reports(e, b, len(digits.test_y), exact=False)
     # units reach their minima at different points, so evaluation really was per unit
     patterns = {tuple(h.test_accuracy is None for h in b.history) for b in best}
     assert len(patterns) > 1

@@ -49,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      help="when to evaluate the test split: every evaluation (default; the full "
                      "test-accuracy curve) or best: only where validation loss reaches a new minimum "
                      "and at the last iteration. Reported numbers (test accuracy at early stop, final "
-                     "test accuracy) are identical and most test evaluations are skipped (see "
+                     "test accuracy) are the same, to float rounding, and most test evaluations are skipped (see "
                      "docs/PERFORMANCE.md). Not part of the configuration's identity: resume may switch")
     run.add_argument("--flush-denormals", action=argparse.BooleanOptionalAction, default=None,
                      help="flush denormal floats to zero on the CPU while training (default: on). Late "

@@ -5,7 +5,9 @@ every epoch (each unit its own seeded order); validation and test loss/accuracy 
 ``eval_every`` iterations (including iteration 0 and the last one); the early-stopping iteration is
 the evaluated iteration with the minimum validation loss. With ``test_eval="best"`` the test split
 is evaluated only where a unit's validation loss reaches a new minimum and at the last iteration,
-which leaves every reported number unchanged (:func:`lth.training.evaluation.needs_test`).
+which leaves the early stop and its test accuracy unchanged (:func:`lth.training.evaluation.needs_test`;
+in a group the chosen units are evaluated in a narrower product, which some CPUs' BLAS rounds
+differently in the last bit).
 
 One loop serves every case: :func:`train_many` runs N units on an engine
 (:mod:`lth.training.engines`: the fastest one that can train the architecture), and :func:`train`

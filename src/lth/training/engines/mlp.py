@@ -311,8 +311,8 @@ class MLPEngine(StackedEngine):
         # whatever the width; 15 real level-2 LeNets validate 5,000 images in 155-157 ms, 190-200
         # unit by unit, benchmarks/level_step.py); sparse, one stacked CSR product (a CSR row holds
         # one unit's weights of one neuron). Either way a unit's numbers do not depend on which
-        # other units share its group, bitwise, so a crash-split group resumes exactly
-        # (tests/test_batched.py).
+        # other units share its group, bitwise on the AVX-512 EPYC we measure on; BLAS does not
+        # promise it, and one CPU rounded a narrower product differently in the last bit.
         self._sync()
         bias = cb[0] if sel is None else cb[0][sel]
         if self._wname[0] in self.sparse_eval:
