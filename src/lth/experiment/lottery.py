@@ -208,11 +208,13 @@ class Lottery:
         self.loss_fn = loss_fn
         self.step_fn = step_fn
         custom = loss_fn is not None or step_fn is not None  # runs on the one-unit module engine
-        self.group_limit = 1 if custom else max_units(self.exp.new_model())  # None: any number
+        # None: any number
+        self.group_limit = 1 if custom else max_units(self.exp.new_model(), cfg.runtime.device)
 
     def parallel_units(self) -> int:
         """How many units train at once: ``runtime.parallel_units``, or automatically all of a
-        level's units for models a vectorised engine supports (1 for BatchNorm/dropout)."""
+        level's units for models a vectorised engine supports and trains faster (1 for
+        BatchNorm/dropout, and for convolutions on the CPU)."""
         if self.group_limit == 1:
             return 1
         return self.cfg.runtime.parallel_units or 1_000_000

@@ -40,14 +40,24 @@ def choose_engine(model: nn.Module, n_units: int, name: str | None = None) -> ty
             raise ValueError(f"engine {name!r} cannot train {n_units} unit(s) of {type(model).__name__}")
         return cls
     for cls in ENGINES.values():
+        # one unit of a model the hand-written engines do not cover runs on the model itself:
+        # vmap over a single unit only adds overhead (and its convolutions lose channels-last)
+        if cls is VmapEngine and n_units == 1:
+            continue
         if cls.supports(model, n_units):
             return cls
     raise ValueError(f"no engine can train {n_units} units of {type(model).__name__} at once; "
                      "train them one at a time")
 
 
-def max_units(model: nn.Module) -> int | None:
-    """How many units of ``model`` can train together: None = any number, 1 = one at a time."""
+def max_units(model: nn.Module, device: str | torch.device = "cpu", policy: EnginePolicy | None = None) -> int | None:
+    """How many units of ``model`` should train together on ``device``: None = any number, 1 = one
+    at a time (no vectorised engine can train it, or, for convolutions on the CPU, one would be
+    slower: :attr:`EnginePolicy.batch_convolutions_on_cpu`)."""
+    policy = policy or EnginePolicy()
+    if (torch.device(device).type == "cpu" and not policy.batch_convolutions_on_cpu
+            and any(isinstance(m, nn.Conv2d) for m in model.modules())):
+        return 1
     return None if any(c.supports(model, 2) for c in ENGINES.values() if c is not ModuleEngine) else 1
 
 

@@ -51,12 +51,19 @@ class ModuleEngine(Engine):
         self.n_units = 1
         self.model = copy.deepcopy(template).to(self.device)
         self.model.load_state_dict(states[0])
+        # Convolutions run in channels-last layout (EnginePolicy.channels_last): the model's 4-D
+        # weights are converted once, inputs per batch (a no-op for one-channel images).
+        self.channels_last = ((policy or EnginePolicy()).channels_last
+                              and any(isinstance(m, nn.Conv2d) for m in self.model.modules()))
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         params = dict(self.model.named_parameters())
         missing = [k for k in masks[0] if k not in params]
         if missing:
             raise KeyError(f"mask names parameters the model does not have: {missing}")
         self._masked = [params[k] for k in masks[0]]
-        self._masks = [masks[0][k].to(self.device, params[k].dtype) for k in masks[0]]
+        # each mask in its weight's layout, so masking a gradient reads both in the same order
+        self._masks = [torch.empty_like(params[k]).copy_(masks[0][k]) for k in masks[0]]
         with torch.no_grad():
             for p, m in zip(self._masked, self._masks):
                 p.mul_(m)  # pruned weights are exactly zero
@@ -65,12 +72,18 @@ class ModuleEngine(Engine):
         self.step_fn = step_fn
         self.model.train()
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xb = self._layout(x[0])
         with autocast(self.device, self.precision):
             if self.step_fn is not None:
-                loss = self.step_fn(self.model, x[0], y[0])
+                loss = self.step_fn(self.model, xb, y[0])
             else:
-                out = self.model(x[0])
+                out = self.model(xb)
         if self.step_fn is None:
             loss = (self.loss_fn or F.cross_entropy)(out.float(), y[0])
         for p in self.opt_params:
@@ -90,18 +103,32 @@ class ModuleEngine(Engine):
         self.model.eval()
         try:
             with autocast(self.device, self.precision):
-                return self.model(x).float().unsqueeze(0)
+                return self.model(self._layout(x)).float().unsqueeze(0)
         finally:
             self.model.train()
 
     def unit_state(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        # contiguous: a checkpoint has one layout whichever engine (and memory format) wrote it
+        return {k: v.detach().clone(memory_format=torch.contiguous_format)
+                for k, v in self.model.state_dict().items()}
 
     def unit_optimizer_state(self, stacked: dict[str, Any], i: int) -> dict[str, Any]:
         # The optimizer steps model.parameters() directly: its state is already the unit's.
-        return {"state": {j: {k: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v
+        return {"state": {j: {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+                              if isinstance(v, torch.Tensor) else v
                               for k, v in entry.items()} for j, entry in stacked["state"].items()},
                 "param_groups": [dict(g) for g in stacked["param_groups"]]}
 
     def stacked_optimizer_state(self, units: Sequence[dict[str, Any]], template: dict[str, Any]) -> dict[str, Any]:
-        return units[0]
+        """The unit's optimizer state, each tensor in its parameter's layout: torch's fused Adam
+        reads a parameter and its moments as flat memory, so a channels-last weight with
+        contiguous moments would be updated with another element's moments."""
+        if not self.channels_last:
+            return units[0]
+        state = {}
+        for j, entry in units[0]["state"].items():
+            p = self.opt_params[int(j)]
+            state[j] = {k: torch.empty_like(p, dtype=v.dtype, device=v.device).copy_(v)
+                        if isinstance(v, torch.Tensor) and v.shape == p.shape else v
+                        for k, v in entry.items()}
+        return {"state": state, "param_groups": units[0]["param_groups"]}

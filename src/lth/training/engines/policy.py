@@ -1,4 +1,4 @@
-"""When the MLP engine switches to its compact and sparse kernels: one dataclass, passed in.
+"""When the engines switch kernels and layouts: one dataclass, passed in.
 
 Each threshold is a crossover measured on 2 CPU cores with LeNet-300-100 units (the measurements
 and their commands are in docs/PERFORMANCE.md). A different machine or network may move them;
@@ -31,6 +31,15 @@ class EnginePolicy:
     # activations small.
     sparse_eval_chunk: int = 512
     dense_eval_chunk: int = 1000
+    # Convolutional models train and evaluate in channels-last memory layout: oneDNN's NHWC
+    # kernels ran Conv-2's 64->64 convolution at twice the speed of NCHW, and its max-pooling ten
+    # times as fast (docs/PERFORMANCE.md, "Convolutional networks").
+    channels_last: bool = True
+    # Units of a convolutional model train one at a time on the CPU: vmap turns N units'
+    # convolutions into one grouped convolution, which oneDNN ran slower per unit than N separate
+    # ones (benchmarks/conv_speed.py). On a GPU, grouped convolutions are measured by
+    # benchmarks/gpu.sh before this changes.
+    batch_convolutions_on_cpu: bool = False
 
     def __post_init__(self) -> None:
         for name in ("compact_below", "sparse_forward_below", "sparse_eval_below", "sparse_grad_below",
@@ -38,6 +47,9 @@ class EnginePolicy:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"EnginePolicy.{name} = {v!r}: must be a density in [0, 1]")
+        for name in ("channels_last", "batch_convolutions_on_cpu"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"EnginePolicy.{name} = {getattr(self, name)!r}: must be True or False")
         for name in ("sparse_min_weights", "sparse_eval_chunk", "dense_eval_chunk"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v > 0):
