@@ -58,6 +58,8 @@ PRESET_HASHES = {
         ("lottery", "trials", 0, ["lottery.trials"]),
         ("lottery", "rewind_iteration", 60_000, ["rewind_iteration", "60000", "50000"]),
         ("prune", "strategy", "random", ["prune.strategy", "layerwise", "global"]),
+        ("data", "augment", "flip", ["data.augment", "'flip'", "none", "crop_flip"]),
+        ("data", "augment", None, ["data.augment", "None", "none", "crop_flip"]),
     ],
 )
 def test_invalid_values_name_field_value_and_range(section, field, value, words):
@@ -193,6 +195,19 @@ def test_hash_ignores_name_and_precision_only_at_its_default():
     assert "precision" not in BASE.identity_dict()["train"]
     bf16 = _with(BASE, "train", precision="bf16")
     assert bf16.identity_dict()["train"]["precision"] == "bf16" and config_hash(bf16) != h
+
+
+def test_augment_enters_the_hash_only_when_not_none():
+    """A run directory named before data.augment existed keeps its name: a stored config without
+    the field loads with augment="none", which is left out of the identity."""
+    old = BASE.to_dict()
+    del old["data"]["augment"]  # the shape of a config.json written before the field existed
+    loaded = ExperimentConfig.from_dict(old)
+    assert loaded.data.augment == "none" and "augment" not in loaded.identity_dict()["data"]
+    assert config_hash(loaded) == config_hash(BASE) == "fc00979ad0"
+    aug = _with(BASE, "data", augment="crop_flip")
+    assert aug.identity_dict()["data"]["augment"] == "crop_flip" and config_hash(aug) != config_hash(BASE)
+    assert config_hash(apply_overrides(BASE, ["data.augment=crop_flip"])) == config_hash(aug)
 
 
 def test_round_trip_through_dict():

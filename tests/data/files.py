@@ -65,3 +65,104 @@ def mutate(b: bytes, m: tuple[str, int, int]) -> bytes:
         return b + bytes([v]) * a
     i = a % (len(b) + 1)
     return b[:i] + bytes([v]) + b[i:]
+
+
+class Py2Pickler:
+    """Serialize like Python 2's ``cPickle.dump(obj, f, 2)``, the writer of CIFAR-10's Python
+    version, written opcode by opcode (not with this Python's pickle, which encodes bytes and str
+    differently): ``bytes`` is a Python 2 ``str`` (SHORT_BINSTRING / BINSTRING), a numpy array
+    is ``numpy.core.multiarray._reconstruct`` + BUILD with numpy 1's state tuples, and containers
+    are memoized with BINPUT and filled in batches of 1000 as cPickle does."""
+
+    def __init__(self) -> None:
+        self.out = bytearray(b"\x80\x02")  # PROTO 2
+        self.memo = 0
+
+    def put(self) -> None:
+        self.memo += 1
+        self.out += b"q" + bytes([self.memo]) if self.memo < 256 else b"r" + self.memo.to_bytes(4, "little")
+
+    def dump(self, obj) -> bytes:
+        self.save(obj)
+        self.out += b"."  # STOP
+        return bytes(self.out)
+
+    def save(self, obj) -> None:
+        o = self.out
+        if obj is None:
+            o += b"N"
+        elif obj is True or obj is False:
+            o += b"\x88" if obj else b"\x89"
+        elif isinstance(obj, int):
+            if 0 <= obj < 256:
+                o += b"K" + bytes([obj])
+            elif 0 <= obj < 65536:
+                o += b"M" + obj.to_bytes(2, "little")
+            else:
+                o += b"J" + obj.to_bytes(4, "little", signed=True)
+        elif isinstance(obj, bytes):
+            o += (b"U" + bytes([len(obj)])) if len(obj) < 256 else (b"T" + len(obj).to_bytes(4, "little"))
+            o += obj
+            self.put()
+        elif isinstance(obj, tuple):
+            if not obj:
+                o += b")"
+                return
+            if len(obj) <= 3:
+                for x in obj:
+                    self.save(x)
+                o += {1: b"\x85", 2: b"\x86", 3: b"\x87"}[len(obj)]
+            else:
+                o += b"("
+                for x in obj:
+                    self.save(x)
+                o += b"t"
+            self.put()
+        elif isinstance(obj, list):
+            o += b"]"
+            self.put()
+            for i in range(0, len(obj), 1000):
+                o += b"("
+                for x in obj[i:i + 1000]:
+                    self.save(x)
+                o += b"e"  # APPENDS
+        elif isinstance(obj, dict):
+            o += b"}"
+            self.put()
+            o += b"("
+            for k, v in obj.items():
+                self.save(k)
+                self.save(v)
+            o += b"u"  # SETITEMS
+        elif isinstance(obj, np.ndarray):
+            self.glob(b"numpy.core.multiarray", b"_reconstruct")
+            self.glob(b"numpy", b"ndarray")
+            self.save((0,))
+            self.save(b"b")
+            o += b"\x87R"  # TUPLE3, REDUCE
+            self.put()
+            o += b"("
+            self.save(1)
+            self.save(tuple(obj.shape))
+            self.glob(b"numpy", b"dtype")
+            self.save((obj.dtype.str[1:].encode(), 0, 1))
+            o += b"R"
+            self.put()
+            self.save((3, b"|", None, None, None, -1, -1, 0))
+            o += b"b"  # BUILD (the dtype's state)
+            self.save(False)
+            self.save(np.ascontiguousarray(obj).tobytes())
+            o += b"t"  # the array's state tuple
+            self.put()
+            o += b"b"  # BUILD
+        else:
+            raise TypeError(type(obj))
+
+    def glob(self, module: bytes, name: bytes) -> None:
+        self.out += b"c" + module + b"\n" + name + b"\n"
+        self.put()
+
+
+def py2_pickle(obj) -> bytes:
+    """``obj`` as Python 2's ``cPickle.dump(obj, f, 2)`` wrote it (see :class:`Py2Pickler`)."""
+    return Py2Pickler().dump(obj)

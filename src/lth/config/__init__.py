@@ -9,6 +9,7 @@ from .files import dump_config, load_config
 from .overrides import apply_overrides
 from .presets import PRESETS, Preset, PresetError, describe_presets, get_preset, preset_names, register_preset
 from .schema import (
+    AUGMENTATIONS,
     OPTIMIZERS,
     PRECISIONS,
     SECTIONS,
@@ -27,6 +28,7 @@ from .schema import (
 )
 
 __all__ = [
+    "AUGMENTATIONS",
     "OPTIMIZERS",
     "PRECISIONS",
     "PRESETS",

@@ -25,9 +25,16 @@ OPTIMIZERS = ("adam", "sgd")
 PRECISIONS = ("fp32", "bf16")
 TEST_EVALS = ("every", "best")
 STRATEGIES = ("layerwise", "global")
-# Left out of the identity while at these defaults, so a run directory named before the field
-# existed keeps its hash.
-LATER_TRAIN_DEFAULTS = {"precision": "fp32"}
+# Training-set augmentations (implemented in lth.data.augment): "none", or "crop_flip", the
+# random 4-pixel-padded crop and horizontal flip of the paper's ResNet-20/VGG-19 CIFAR-10 runs.
+AUGMENTATIONS = ("none", "crop_flip")
+# Fields added after run directories were named: {section: {field: default}}. Each is left out of
+# the identity while at its default, so a run directory named before the field existed keeps its
+# hash (a stored config without the field loads with the default, which changes no number).
+LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {"augment": "none"},
+    "train": {"precision": "fp32"},
+}
 # Changing these only adds units, so they stay out of the identity and a rerun with more of them
 # extends the same run directory.
 EXTENSIBLE_LOTTERY_FIELDS = ("levels", "trials", "branches")
@@ -95,14 +102,21 @@ def _sequence(where: str, value: Any, example: str) -> tuple[Any, ...]:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data set, and how the validation split is drawn from its training images."""
+    """Which data set, how the validation split is drawn from its training images, and how
+    training batches are augmented (validation and test images never are)."""
 
     dataset: str = "mnist"
     val_size: int = 5000  # Frankle & Carbin App. B: 5,000 of MNIST's 60,000 training images.
     split_seed: int = 0  # The validation split is fixed for a whole experiment.
+    # "crop_flip": random crop of the image zero-padded by 4 pixels, then a random horizontal flip
+    # (He et al. 2016 Sec. 4.2, the protocol of the paper's ResNet-20 and VGG-19, Frankle & Carbin
+    # Sec. 4); seeded per unit and iteration (lth.data.augment).
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         _name("data.dataset", self.dataset)
+        _choice("data.augment", self.augment, AUGMENTATIONS, "unknown augmentation; ",
+                " (none, or crop_flip = random crop with 4-pixel zero padding and random horizontal flip)")
         _check(
             _is_int(self.val_size) and 0 < self.val_size <= MAX_BATCH * 10,
             f"data.val_size = {self.val_size!r}: must be a positive integer (the early-stopping "
@@ -324,7 +338,7 @@ class ExperimentConfig:
         Excluded: ``name``, ``runtime`` (how work runs), and ``lottery.levels``, ``lottery.trials``
         and ``lottery.branches``, which only add units: rerunning with more levels, trials or
         branches extends the same run directory instead of starting over. Fields in
-        ``LATER_TRAIN_DEFAULTS`` are left out while at their defaults, so a run directory named
+        ``LATER_DEFAULTS`` are left out while at their defaults, so a run directory named
         before they existed keeps its hash.
         """
         d = self.to_dict()
@@ -332,9 +346,10 @@ class ExperimentConfig:
         d.pop("name")
         for k in EXTENSIBLE_LOTTERY_FIELDS:
             d["lottery"].pop(k)
-        for k, default in LATER_TRAIN_DEFAULTS.items():
-            if d["train"].get(k) == default:
-                d["train"].pop(k)
+        for section, later in LATER_DEFAULTS.items():
+            for k, default in later.items():
+                if d[section].get(k) == default:
+                    d[section].pop(k)
         return d
 
     @classmethod

@@ -17,6 +17,8 @@ Modules, lowest first:
 * :mod:`~lth.data.digits`, :mod:`~lth.data.mnist`, :mod:`~lth.data.cifar`: one loader and its
   registration per data-set family.
 * :mod:`~lth.data.splits`: :class:`Splits`, :func:`split_indices`, :func:`load_splits`.
+* :mod:`~lth.data.augment`: training-batch augmentation (random crop and flip) as seeded tensor
+  operations on the device; the training loop applies it.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ Layout of a data root, one folder per data set::
     <root>/cifar-10/cifar-10-batches-bin/data_batch_{1..5}.bin, test_batch.bin
                                                     (or the .bin files directly in <root>/cifar-10/,
                                                     or the official cifar-10-binary.tar.gz there)
+    <root>/cifar-10/cifar-10-batches-py/data_batch_{1..5}, test_batch
+                                                    (the Python version: likewise loose, or the
+                                                    official cifar-10-python.tar.gz; see
+                                                    lth.data.cifar for which version is used)
 
 The root is the explicit argument (``--data-dir``), else the ``LTH_DATA`` environment variable,
 else a per-user cache directory. Resolving never touches the file system, and a folder is created

@@ -309,6 +309,7 @@ class Lottery:
             flush_denormals=cfg.runtime.flush_denormals,
             loss_fn=self.loss_fn,
             step_fn=self.step_fn,
+            augment=cfg.data.augment,
         )
         progress.done_iters += (cfg.train.iterations - first) * len(specs)
         return [self._finish(s, o, lab) for s, o, lab in zip(specs, outcomes, labels)]

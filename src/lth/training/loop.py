@@ -17,7 +17,11 @@ the same layout whichever engine wrote it, so a unit resumes on any engine and i
 
 Speed: no host synchronisation between evaluation points (the running training losses stay on the
 device); batches are index tensors into data already on the device; the data order for iteration
-``s`` is a pure function of (data seed, epoch), so resuming needs no sampler state.
+``s`` is a pure function of (data seed, epoch), so resuming needs no sampler state. Training
+batches (never validation or test) are augmented as ``augment`` says (``data.augment`` of the
+experiment): each unit's parameters are drawn per epoch from its own data seed
+(:func:`lth.data.augment.epoch_params`) and applied on the device, so a resumed run is augmented
+exactly as an uninterrupted one.
 
 Pruned weights stay exactly zero: they start at zero and the engines zero their gradients before
 every optimizer step. With zero gradient and zero state, Adam's and SGD's updates (with or without
@@ -36,6 +40,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data import Splits
+from ..data import augment as augmentation
 from ..pruning import Mask
 from .engines import EnginePolicy, make_engine
 from .engines.module import LossFn, StepFn
@@ -76,6 +81,7 @@ def train_many(
     policy: EnginePolicy | None = None,
     loss_fn: LossFn | None = None,
     step_fn: StepFn | None = None,
+    augment: str = "none",
 ) -> list[TrainResult | TrainingDiverged]:
     """Train every unit from ``start_step`` (or its ``resume`` checkpoint) to ``cfg.iterations``.
 
@@ -91,9 +97,11 @@ def train_many(
     the MLP engine's compact and sparse kernels take over. ``loss_fn(logits, y)`` replaces
     cross-entropy (training and validation/test loss; early stopping follows it) and
     ``step_fn(model, x, y) -> loss`` replaces the whole training forward; either trains on the
-    module engine.
+    module engine. ``augment``: the training-batch augmentation, a name of
+    :data:`lth.config.AUGMENTATIONS` (``data.augment``; see :mod:`lth.data.augment`).
     """
     needs_test(test_eval, 0, 0, 0.0, 0.0)  # reject an unknown mode before any work
+    augmentation.check_augment(augment)
     if not units:
         return []
     with denormals_flushed(flush_denormals):
@@ -101,12 +109,12 @@ def train_many(
                            checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint,
                            capture_steps=capture_steps, on_capture=on_capture, on_eval=on_eval,
                            test_eval=test_eval, engine=engine, policy=policy, loss_fn=loss_fn,
-                           step_fn=step_fn)
+                           step_fn=step_fn, augment=augment)
 
 
 def _train_many(model, units, splits, cfg, *, start_step, eval_batch_size, checkpoint_every, on_checkpoint,
                 capture_steps, on_capture, on_eval, test_eval, engine, policy, loss_fn,
-                step_fn) -> list[TrainResult | TrainingDiverged]:
+                step_fn, augment) -> list[TrainResult | TrainingDiverged]:
     resumes = [u.resume for u in units]
     if any(r is not None for r in resumes):
         steps = {r.step if r is not None else None for r in resumes}
@@ -145,6 +153,7 @@ def _train_many(model, units, splits, cfg, *, start_step, eval_batch_size, check
     failed: dict[int, TrainingDiverged] = {}
     t0 = time.perf_counter() - elapsed
     perm_stack = torch.empty(0)
+    aug_stack: torch.Tensor | None = None  # [N, per_epoch * B, k]: this epoch's augmentation
     perm_epoch = -1
 
     best_val = [min((h["val_loss"] for h in hist), default=math.inf) for hist in histories]
@@ -205,13 +214,18 @@ def _train_many(model, units, splits, cfg, *, start_step, eval_batch_size, check
         epoch, pos = divmod(step, per_epoch)
         if epoch != perm_epoch:
             perm_stack = torch.stack([epoch_permutation(n, u.data_seed, epoch, device) for u in units])
+            aug_stack = augmentation.epoch_params(augment, [u.data_seed for u in units], epoch,
+                                                  per_epoch * cfg.batch_size, device)
             perm_epoch = epoch
-        idx = perm_stack[:, pos * cfg.batch_size: (pos + 1) * cfg.batch_size]  # [N, B]
+        batch = slice(pos * cfg.batch_size, (pos + 1) * cfg.batch_size)
+        idx = perm_stack[:, batch]  # [N, B]
         lr = learning_rate(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
         flat = idx.reshape(-1)  # index_select is cheaper than advanced indexing for a [N, B] gather
         xb = splits.train_x.index_select(0, flat).view(*idx.shape, *splits.train_x.shape[1:])
+        if aug_stack is not None:
+            xb = augmentation.augment(xb, aug_stack[:, batch], augment)
         running += eng.loss_and_grad(xb, y_all.index_select(0, flat).view(idx.shape))
         opt.step()
         eng.after_step()
@@ -251,6 +265,7 @@ def train(
     policy: EnginePolicy | None = None,
     loss_fn: LossFn | None = None,
     step_fn: StepFn | None = None,
+    augment: str = "none",
 ) -> TrainResult:
     """Train one unit: ``model`` (already initialised; ``mask`` is applied) from ``start_step`` to
     ``cfg.iterations``, as :func:`train_many` with N = 1. On return ``model`` holds the trained
@@ -259,6 +274,7 @@ def train(
     ``resume`` continues from a saved :class:`TrainState`; the result equals an uninterrupted run.
     ``capture_steps``: iterations whose weights are handed to ``on_capture`` (theta_k for rewinding).
     ``engine="module"`` trains the model itself with autograd (the reference engine).
+    ``augment`` names the training-batch augmentation (:mod:`lth.data.augment`).
     """
     unit = UnitInput({k: v.detach() for k, v in model.state_dict().items()}, mask, data_seed, resume,
                      dropout_seed)
@@ -270,7 +286,7 @@ def train(
         on_capture=None if on_capture is None else (lambda i, step, st: on_capture(step, st)),
         on_eval=None if on_eval is None else (lambda i, p: on_eval(p)),
         test_eval=test_eval, flush_denormals=flush_denormals, engine=engine, policy=policy,
-        loss_fn=loss_fn, step_fn=step_fn)
+        loss_fn=loss_fn, step_fn=step_fn, augment=augment)
     if isinstance(out, TrainingDiverged):
         raise out
     model.load_state_dict(out.final_state)
