@@ -6,7 +6,7 @@ Each preset is a complete :class:`ExperimentConfig` in a registry (``PRESETS``, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .schema import (
     DataConfig,
@@ -106,15 +106,17 @@ register_preset(
 )
 
 
-def _register_conv(n: int, iterations: int, lr: float, conv_rate: float) -> None:
+def _register_conv(n: int, iterations: int, lr: float, conv_rate: float, dropout: bool = False) -> None:
+    model = f"conv{n}-dropout" if dropout else f"conv{n}"
+    note = ", dropout 0.5, Table 1's LR and length: the paper's dropout ones are not in PAPER.md" if dropout else ""
     register_preset(
-        f"conv{n}-cifar10",
+        f"{model}-cifar10",
         f"paper: Conv-{n} on CIFAR-10 (Adam {lr:g}, batch 60, {iterations // 1000}K it, conv "
-        f"{int(conv_rate * 100)}%/fc 20%/output 10%)",
+        f"{int(conv_rate * 100)}%/fc 20%/output 10%{note})",
         ExperimentConfig(
-            name=f"conv{n}-cifar10",
+            name=f"{model}-cifar10",
             data=DataConfig(dataset="cifar-10", val_size=5000),
-            model=ModelConfig(name=f"conv{n}"),
+            model=ModelConfig(name=model),
             train=TrainConfig(iterations=iterations, batch_size=60, optimizer="adam", lr=lr),
             prune=PruneConfig(strategy="layerwise", rate=0.2, conv_rate=conv_rate),
             lottery=LotteryConfig(levels=20, trials=1, branches=("ticket", "reinit")),
@@ -124,9 +126,13 @@ def _register_conv(n: int, iterations: int, lr: float, conv_rate: float) -> None
 
 
 # Conv-2/4/6 on CIFAR-10 (Table 1): conv layers pruned 10% (15% for Conv-6), fc 20%, output 10%.
-_register_conv(2, 20_000, 2e-4, 0.1)
-_register_conv(4, 25_000, 3e-4, 0.1)
-_register_conv(6, 30_000, 3e-4, 0.15)
+CONV_TABLE = {2: (20_000, 2e-4, 0.1), 4: (25_000, 3e-4, 0.1), 6: (30_000, 3e-4, 0.15)}
+for _n, (_iterations, _lr, _conv_rate) in CONV_TABLE.items():
+    _register_conv(_n, _iterations, _lr, _conv_rate)
+# The dropout variants (paper Sec. 3, Fig. 9: p = 0.5) keep Table 1's hyperparameters; the paper
+# trains them longer at its own learning rates, which PAPER.md does not give, so they are not guessed.
+for _n, (_iterations, _lr, _conv_rate) in CONV_TABLE.items():
+    _register_conv(_n, _iterations, _lr, _conv_rate, dropout=True)
 
 register_preset(
     "resnet20-cifar10",
@@ -156,6 +162,50 @@ register_preset(
         # LR drops at epochs 80 and 120 of 45,000 / 64 = 703 iterations each.
         train=TrainConfig(iterations=112_000, batch_size=64, optimizer="sgd", lr=0.1, momentum=0.9,
                           weight_decay=1e-4, lr_milestones=(56_240, 84_360), warmup_iterations=10_000),
+        prune=PruneConfig(strategy="global", rate=0.2, prune_output=False),
+        lottery=LotteryConfig(levels=20, trials=1, branches=("ticket", "reinit")),
+        runtime=RuntimeConfig(eval_batch_size=500),
+    ),
+)
+
+
+def _variant(base: ExperimentConfig, name: str, description: str, lr: float) -> None:
+    """``base`` at another initial learning rate, without warm-up and resetting to theta0 (k = 0),
+    as in the paper's learning-rate comparisons (Sec. 4, Figs. 7 and 8)."""
+    register_preset(name, description, replace(
+        base, name=name, train=replace(base.train, lr=lr, warmup_iterations=0),
+        lottery=replace(base.lottery, rewind_iteration=0)))
+
+
+# Sec. 4 / App. I: ResNet-20 and VGG-19 at the table's LR 0.1 (no ticket found at k = 0) and at 0.01.
+_RESNET20, _VGG19 = PRESETS["resnet20-cifar10"].config, PRESETS["vgg19-cifar10"].config
+_variant(_RESNET20, "resnet20-cifar10-lr0.1",
+         "paper: ResNet-20 on CIFAR-10 at the table's SGD 0.1 (no warm-up, reset to theta0; 30K it, batch 128, "
+         "global 20%)", 0.1)
+_variant(_RESNET20, "resnet20-cifar10-lr0.01",
+         "paper: ResNet-20 on CIFAR-10 at SGD 0.01 (no warm-up, reset to theta0; 30K it, batch 128, global 20%)",
+         0.01)
+_variant(_VGG19, "vgg19-cifar10-lr0.1",
+         "paper: VGG-19 on CIFAR-10 at SGD 0.1 without warm-up (112K it, batch 64, global 20%)", 0.1)
+_variant(_VGG19, "vgg19-cifar10-lr0.01",
+         "paper: VGG-19 on CIFAR-10 at SGD 0.01 without warm-up (112K it, batch 64, global 20%)", 0.01)
+
+# VGG-16 as in Frankle et al. 2020 (Linear Mode Connectivity), whose numbers PAPER.md does not list.
+# Source: the defaults of its code (facebookresearch/open_lth, cifar_vgg_16): 160 epochs at batch 128,
+# SGD 0.1 momentum 0.9, LR x0.1 at epochs 80 and 120, weight decay 1e-4, global pruning 20% per level
+# with the output layer left dense, training images randomly cropped and flipped. open_lth trains on
+# all 50,000 images (about 63K iterations); lth holds out 5,000 for validation, so the same epochs are
+# 45,000 // 128 = 351 iterations each: 56,160 iterations, drops at 28,080 and 42,120.
+register_preset(
+    "vgg16-cifar10",
+    "Frankle et al. 2020: VGG-16 on CIFAR-10 (SGD 0.1 momentum 0.9, 160 epochs = 56,160 it, batch 128, LR "
+    "x0.1 at epochs 80/120, crop+flip, global 20%; source: open_lth's defaults)",
+    ExperimentConfig(
+        name="vgg16-cifar10",
+        data=DataConfig(dataset="cifar-10", val_size=5000, augment="crop_flip"),
+        model=ModelConfig(name="vgg16"),
+        train=TrainConfig(iterations=160 * 351, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
+                          weight_decay=1e-4, lr_milestones=(80 * 351, 120 * 351)),
         prune=PruneConfig(strategy="global", rate=0.2, prune_output=False),
         lottery=LotteryConfig(levels=20, trials=1, branches=("ticket", "reinit")),
         runtime=RuntimeConfig(eval_batch_size=500),

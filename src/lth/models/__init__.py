@@ -2,7 +2,8 @@
 
 Architectures follow Frankle & Carbin (2019), Figure 2 / Table 1: LeNet-300-100, Conv-2/4/6
 (VGG-style 3x3 convolutions, max-pool after each pair, fc 256-256-10), a CIFAR ResNet-20 and
-VGG-19. The zoo knows nothing about pruning schedules or the lottery driver; it only says which
+VGG-19; plus VGG-16 (Frankle et al. 2020). docs/MODELS.md lists their sizes (``lth models``).
+The zoo knows nothing about pruning schedules or the lottery driver; it only says which
 weights are prunable, which layer is the output layer and which layers must never be pruned.
 
 Importing this package registers every family (one module each: mlp, convnet, resnet, vgg).
@@ -22,15 +23,17 @@ from __future__ import annotations
 from .mlp import MLP
 from .convnet import CONV_WIDTHS, ConvNet
 from .resnet import BasicBlock, CifarResNet
-from .vgg import VGG
+from .vgg import VGG, VGG_PLANS
 # isort: on
 from .init import initialize
 from .introspection import (
     CONV_TYPES,
     DEFAULT_PRUNABLE_TYPES,
+    ParameterCounts,
     get_tensor,
     is_conv_parameter,
     output_parameter,
+    parameter_counts,
     prunable_parameters,
     prunable_tensors,
 )
@@ -43,11 +46,13 @@ __all__ = [
     "MLP",
     "MODELS",
     "VGG",
+    "VGG_PLANS",
     "BasicBlock",
     "CifarResNet",
     "ConvNet",
     "ModelBuilder",
     "ModelError",
+    "ParameterCounts",
     "build_model",
     "check_fit",
     "get_tensor",
@@ -55,6 +60,7 @@ __all__ = [
     "is_conv_parameter",
     "model_names",
     "output_parameter",
+    "parameter_counts",
     "prunable_parameters",
     "prunable_tensors",
     "register",

@@ -10,6 +10,7 @@ embeddings and normalisation layers stay dense unless a caller asks otherwise th
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import torch
@@ -182,3 +183,43 @@ def is_conv_parameter(model: nn.Module, name: str) -> bool:
     """
     mod = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
     return isinstance(mod, CONV_TYPES)
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    """How a model's parameters split, by what pruning does with them (numbers of scalars).
+
+    ``prunable = conv + fc + output`` (the weights :func:`prunable_parameters` lists);
+    ``never_pruned`` are Linear/Conv weights the model keeps dense (its ``never_prune``, e.g.
+    ResNet-20's 1x1 shortcuts); ``other`` is everything else (biases, normalisation layers), so
+    ``total = prunable + never_pruned + other``. Whether the output layer is pruned is the
+    experiment's choice (global pruning of ResNet-20/VGG leaves it dense), so it is counted apart.
+    """
+
+    total: int
+    prunable: int
+    conv: int
+    fc: int
+    output: int
+    never_pruned: int
+    other: int
+
+
+def parameter_counts(model: nn.Module) -> ParameterCounts:
+    """Count ``model``'s parameters by kind: conv / fc / output weights, kept-dense weights, other.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 4), nn.Linear(4, 2))
+    >>> parameter_counts(net)
+    ParameterCounts(total=70, prunable=58, conv=18, fc=32, output=8, never_pruned=0, other=12)
+    """
+    params = dict(model.named_parameters())
+    names = prunable_parameters(model)
+    out_name = output_parameter(model)
+    size = {n: get_tensor(model, n).numel() for n in names}
+    output = size.get(out_name, 0) if out_name is not None else 0
+    conv = sum(s for n, s in size.items() if n != out_name and is_conv_parameter(model, n))
+    fc = sum(size.values()) - conv - output
+    never = sum(get_tensor(model, n).numel() for n in getattr(model, "never_prune", ()))
+    total = sum(p.numel() for p in params.values())
+    return ParameterCounts(total=total, prunable=sum(size.values()), conv=conv, fc=fc, output=output,
+                           never_pruned=never, other=total - sum(size.values()) - never)

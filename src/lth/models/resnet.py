@@ -71,4 +71,6 @@ class CifarResNet(nn.Module):
 
 @register("resnet20")
 def resnet20(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """ResNet-20 (the paper's "Resnet-18"): 270,896 conv+fc weights on 32x32x3, 2,560 of them in the
+    two 1x1 shortcuts that stay dense."""
     return CifarResNet(input_shape, num_classes)
