@@ -41,6 +41,9 @@ PRESET_HASHES = {
     "conv6-cifar10": "4012746e39",
     "resnet20-cifar10": "c713bc76e9",
     "vgg19-cifar10": "16af4befee",
+    "conv2-dropout-cifar10": "c6280f6428", "conv4-dropout-cifar10": "05bcee52c3", "conv6-dropout-cifar10": "8a08fd45e1",
+    "resnet20-cifar10-lr0.1": "b672079535", "resnet20-cifar10-lr0.01": "ad358badde",
+    "vgg19-cifar10-lr0.1": "5219adc7ac", "vgg19-cifar10-lr0.01": "11f7c4a52d", "vgg16-cifar10": "3c1cef9dac",
 }
 
 

@@ -33,7 +33,8 @@ def _np(mask: dict, weights: dict, names: list[str]):
 
 def _global_cfg(preset: str, prune_output: bool = False):
     cfg = get_preset(preset)
-    return replace(cfg, prune=replace(cfg.prune, strategy="global", prune_output=prune_output))
+    return replace(cfg, prune=replace(cfg.prune, strategy="global", prune_output=prune_output,
+                                      conv_rate=None, output_rate=None))
 
 
 @pytest.mark.parametrize("model_name, preset", [("resnet20", "resnet20-cifar10"), ("conv4", "conv4-cifar10")])
@@ -139,3 +140,21 @@ def test_layerwise_without_pruning_the_output_keeps_it_dense():
     mask1 = next_mask(model, cfg, weights, full_mask(prunable_tensors(model)), 2)
     assert bool(mask1["out.weight"].all())
     assert counts(mask1)["features.0.weight"] == 1_728 - 173 - ref_count(1_555, 0.1)
+
+
+def test_global_pruning_with_output_rate_zero_leaves_the_output_layer_dense():
+    """``output_rate = 0`` means a dense output layer under global pruning too, as the prune
+    section's documentation says (not only ``prune_output = false``)."""
+    cfg = get_preset("resnet20-cifar10")
+    cfg = replace(cfg, prune=replace(cfg.prune, prune_output=True, output_rate=0.0))
+    model, weights = _model_and_weights("resnet20")
+    mask = next_mask(model, cfg, weights, full_mask(prunable_tensors(model)), 2)
+    assert bool(mask[output_parameter(model)].all())
+    assert sum(counts(mask).values()) < sum(m.numel() for m in mask.values())
+
+
+@pytest.mark.parametrize("field, value", [("conv_rate", 0.1), ("output_rate", 0.1)])
+def test_global_pruning_refuses_per_kind_rates_it_would_ignore(field, value):
+    from lth.config import ConfigError, PruneConfig
+    with pytest.raises(ConfigError, match=f"prune.{field}"):
+        PruneConfig(strategy="global", **{field: value})

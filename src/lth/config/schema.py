@@ -219,6 +219,14 @@ class PruneConfig:
         if self.output_rate is not None:
             _rate("prune", "output_rate", self.output_rate, allow_zero=True)
         _flag("prune.prune_output", self.prune_output)
+        if self.strategy == "global":
+            _check(self.conv_rate is None,
+                   f"prune.conv_rate = {self.conv_rate!r}: global pruning uses one rate (prune.rate) across all "
+                   "pruned layers; remove conv_rate, or use strategy = layerwise for per-kind rates")
+            _check(self.output_rate in (None, 0, 0.0),
+                   f"prune.output_rate = {self.output_rate!r}: global pruning prunes the output layer at the "
+                   "global rate or leaves it dense; set output_rate = 0 (or prune_output = false) to leave it dense, "
+                   "or remove output_rate")
 
     @property
     def resolved_conv_rate(self) -> float:

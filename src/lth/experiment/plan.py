@@ -39,10 +39,12 @@ def layer_rates(model: nn.Module, cfg: ExperimentConfig, names: list[str] | None
 
 
 def global_pool(model: nn.Module, cfg: ExperimentConfig, names: list[str] | None = None) -> list[str]:
-    """Layers that share the global threshold (the output layer only if ``prune_output``)."""
+    """Layers that share the global threshold (the output layer unless it is left dense:
+    ``prune_output = false`` or ``output_rate = 0``)."""
     out_name = output_parameter(model)
+    dense_output = cfg.prune.resolved_output_rate == 0
     return [n for n in (prunable_parameters(model) if names is None else names)
-            if cfg.prune.prune_output or n != out_name]
+            if not (dense_output and n == out_name)]
 
 
 def next_mask(model: nn.Module, cfg: ExperimentConfig, weights: dict[str, torch.Tensor],
