@@ -39,11 +39,11 @@ PRESET_HASHES = {
     "conv2-cifar10": "56a6c1591a",
     "conv4-cifar10": "986c88d5c6",
     "conv6-cifar10": "4012746e39",
-    "resnet20-cifar10": "c713bc76e9",
-    "vgg19-cifar10": "16af4befee",
+    "resnet20-cifar10": "8f61fe9e8b",
+    "vgg19-cifar10": "f4a1678485",
     "conv2-dropout-cifar10": "c6280f6428", "conv4-dropout-cifar10": "05bcee52c3", "conv6-dropout-cifar10": "8a08fd45e1",
-    "resnet20-cifar10-lr0.1": "b672079535", "resnet20-cifar10-lr0.01": "ad358badde",
-    "vgg19-cifar10-lr0.1": "5219adc7ac", "vgg19-cifar10-lr0.01": "11f7c4a52d", "vgg16-cifar10": "3c1cef9dac",
+    "resnet20-cifar10-lr0.1": "eb5775e00c", "resnet20-cifar10-lr0.01": "8047b0d46b",
+    "vgg19-cifar10-lr0.1": "3e37418b48", "vgg19-cifar10-lr0.01": "76d32bfb47", "vgg16-cifar10": "3c1cef9dac",
 }
 
 

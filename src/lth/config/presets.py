@@ -137,10 +137,10 @@ for _n, (_iterations, _lr, _conv_rate) in CONV_TABLE.items():
 register_preset(
     "resnet20-cifar10",
     "paper: ResNet-20 on CIFAR-10 (SGD 0.03 momentum 0.9, 20K warm-up, 30K it, batch 128, global "
-    "20%, rewind to 500)",
+    "20%, rewind to 500, crop+flip)",
     ExperimentConfig(
         name="resnet20-cifar10",
-        data=DataConfig(dataset="cifar-10", val_size=5000),
+        data=DataConfig(dataset="cifar-10", val_size=5000, augment="crop_flip"),
         model=ModelConfig(name="resnet20"),
         # App. I: LR 0.1 finds no ticket at k=0; LR 0.03 with 20K warm-up does. Rewinding to
         # iteration 500 gives stable matching tickets (Frankle et al. 2020).
@@ -157,7 +157,7 @@ register_preset(
     "paper: VGG-19 on CIFAR-10 (SGD 0.1 momentum 0.9, 10K warm-up, 112K it, batch 64, global 20%)",
     ExperimentConfig(
         name="vgg19-cifar10",
-        data=DataConfig(dataset="cifar-10", val_size=5000),
+        data=DataConfig(dataset="cifar-10", val_size=5000, augment="crop_flip"),
         model=ModelConfig(name="vgg19"),
         # LR drops at epochs 80 and 120 of 45,000 / 64 = 703 iterations each.
         train=TrainConfig(iterations=112_000, batch_size=64, optimizer="sgd", lr=0.1, momentum=0.9,
