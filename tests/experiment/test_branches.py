@@ -41,6 +41,9 @@ def level(tmp_path):
         mask = next_mask(template, cfg, dict(template.named_parameters()),
                          full_mask(prunable_tensors(template)), 2)
         start = {k: v.detach().clone() for k, v in model(1).state_dict().items()}
+        # stands in for the trained tickets of the trial (finetune, lr_rewind and oneshot read them)
+        trained = {lv: {k: v.detach().clone() for k, v in model(10 + lv).state_dict().items()} for lv in (0, 1)}
+        exp.store.load_final = lambda trial, lv, branch: trained[lv]
         return exp, mask, start
 
     return make
