@@ -79,11 +79,13 @@ def mask_optimizer_state(state: dict[str, Any], names: list[str], mask: dict[str
 
     A pruned weight then starts with zero state as well as zero value, which keeps it exactly zero
     under Adam and SGD (see :mod:`lth.training.loop`). Step counters and hyperparameters are kept.
-    The input is not modified."""
+    Every tensor of the result is a new one: an optimizer that loads it and steps in place (the
+    module engine's does) leaves the caller's state, e.g. one shared by several units, as it was."""
     out: dict[Any, dict[str, Any]] = {}
     for j, entry in state["state"].items():
         m = mask.get(names[int(j)])
-        out[j] = {k: (torch.where(m.to(v.device), v, torch.zeros((), dtype=v.dtype, device=v.device))
-                      if m is not None and isinstance(v, torch.Tensor) and v.shape == m.shape else v)
+        out[j] = {k: (v if not isinstance(v, torch.Tensor)
+                      else torch.where(m.to(v.device), v, torch.zeros((), dtype=v.dtype, device=v.device))
+                      if m is not None and v.shape == m.shape else v.clone())
                   for k, v in entry.items()}
     return {"state": out, "param_groups": [dict(g) for g in state["param_groups"]]}
