@@ -511,11 +511,14 @@ class RunStore:
         sums = self.checksums()
         for rel, d in sorted(inputs.items()):
             if _SOURCE.fullmatch(rel):  # another unit's trained weights
-                if (p := self._digests.problem(self.path / rel, d)) is not None:
+                now = self._recorded_output(self.path / rel)
+                if now is not None and now != d:
+                    problems.append(f"its input {rel} is no longer the file it started from (that unit has "
+                                    "been retrained since)")
+                elif (p := self._digests.problem(self.path / rel, d)) is not None:
                     problems.append(f"its input {rel} {p}")
-                elif self._recorded_output(self.path / rel) != d:
-                    problems.append(f"its input {rel} is no longer the file it started from (that unit "
-                                    "has been retrained or is unfinished)")
+                elif now is None:
+                    problems.append(f"its input {rel} belongs to a unit that is no longer finished")
             elif (p := self.input_problem(self.path / rel)) is not None:
                 problems.append(f"its input {rel} {p}")
             elif sums.get(rel) != d:
@@ -627,8 +630,16 @@ class RunStore:
         return records
 
 
-def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in state.items()}
+def _cpu(state: Any) -> Any:
+    """Tensors moved to the CPU, in a state dict or in nested dicts and lists of them (an optimizer
+    ``state_dict``); other values as they are."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: _cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cpu(v) for v in state)
+    return state
 
 
 def _load_if_exists(path: Path) -> Any:
