@@ -150,3 +150,27 @@ def test_sigkill_mid_unit_then_rerun_matches_an_uninterrupted_run(tmp_path):
                        for x in json.loads(p.read_text())]
     ref_dir = next((tmp_path / "ref").iterdir())
     assert strip(run_dir / "summary.json") == strip(ref_dir / "summary.json")
+
+
+def test_run_help_names_every_registered_branch_and_the_optimizer_flag(capsys):
+    from lth.experiment import branch_names
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    start = text.index("--branches BRANCHES comma-separated")
+    listed = text[start:text.index("--rewind-optimizer", start)]
+    assert all(name in listed for name in branch_names()), listed
+    assert "--rewind-optimizer" in text
+
+
+def test_rewind_optimizer_and_new_branches_from_the_command_line(tmp_path, capsys):
+    base = ["run", "--preset", "lenet300-mnist", "--rewind-iteration", "500", "--out", str(tmp_path), "--dry-run"]
+    assert main([*base, "--branches", "ticket,finetune,lr_rewind,oneshot", "--rewind-optimizer"]) == 0
+    out = capsys.readouterr().out
+    cfg = json.loads(out[: out.rindex("}") + 1])
+    assert cfg["lottery"]["rewind_optimizer"] is True
+    assert cfg["lottery"]["branches"] == ["ticket", "finetune", "lr_rewind", "oneshot"]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[: out.rindex("}") + 1])["lottery"]["rewind_optimizer"] is False

@@ -243,3 +243,27 @@ def test_non_preset_hashes_are_unchanged(sets, expected):
 def test_defaults_are_valid():
     for cls in (DataConfig, TrainConfig, PruneConfig, LotteryConfig, RuntimeConfig, ExperimentConfig):
         cls()
+
+
+def test_rewind_optimizer_enters_the_hash_only_when_on():
+    """A run directory named before lottery.rewind_optimizer existed keeps its name: a stored
+    config without the field loads with rewind_optimizer=false, which is left out of the identity."""
+    rewound = _with(BASE, "lottery", rewind_iteration=500)
+    old = rewound.to_dict()
+    del old["lottery"]["rewind_optimizer"]  # a config.json written before the field existed
+    loaded = ExperimentConfig.from_dict(old)
+    assert loaded.lottery.rewind_optimizer is False
+    assert "rewind_optimizer" not in loaded.identity_dict()["lottery"]
+    assert config_hash(loaded) == config_hash(rewound)
+    assert config_hash(BASE) == PRESET_HASHES["lenet300-mnist"]
+    on = _with(rewound, "lottery", rewind_optimizer=True)
+    assert on.identity_dict()["lottery"]["rewind_optimizer"] is True and config_hash(on) != config_hash(rewound)
+    assert config_hash(apply_overrides(rewound, ["lottery.rewind_optimizer=true"])) == config_hash(on)
+
+
+def test_rewind_optimizer_needs_a_rewind_iteration_and_a_flag():
+    with pytest.raises(ConfigError, match=r"lottery.rewind_optimizer = true: needs lottery.rewind_iteration > 0"):
+        LotteryConfig(rewind_optimizer=True)
+    with pytest.raises(ConfigError, match=r"lottery.rewind_optimizer = 'yes': must be true or false"):
+        LotteryConfig(rewind_iteration=10, rewind_optimizer="yes")
+    assert LotteryConfig(rewind_iteration=10, rewind_optimizer=True).rewind_optimizer

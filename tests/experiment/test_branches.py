@@ -41,6 +41,9 @@ def level(tmp_path):
         mask = next_mask(template, cfg, dict(template.named_parameters()),
                          full_mask(prunable_tensors(template)), 2)
         start = {k: v.detach().clone() for k, v in model(1).state_dict().items()}
+        # stands in for the trained tickets of the trial (finetune, lr_rewind and oneshot read them)
+        trained = {lv: {k: v.detach().clone() for k, v in model(10 + lv).state_dict().items()} for lv in (0, 1)}
+        exp.store.load_final = lambda trial, lv, branch: trained[lv]
         return exp, mask, start
 
     return make
@@ -135,3 +138,45 @@ def test_the_reinit_draw_is_seeded_by_trial_and_level_from_the_initialisation_di
         assert not torch.equal(other["hidden.0.weight"], a["hidden.0.weight"])
     for n in ("hidden.0.weight", "hidden.1.weight", "out.weight"):
         assert a[n].std().item() == pytest.approx(theta0[n].std().item(), rel=0.1)
+
+
+@pytest.mark.parametrize("rewind", [0, 40])
+@pytest.mark.parametrize("one_shot", [False, True])
+@pytest.mark.parametrize("branch, lr", [("finetune", "final"), ("lr_rewind", "schedule")])
+def test_finetune_and_lr_rewind_start_from_the_trained_ticket_the_mask_was_pruned_from(
+        tmp_path, branch, lr, rewind, one_shot):
+    d = make_cfg(rewind).to_dict()
+    d["lottery"]["one_shot"] = one_shot
+    cfg = ExperimentConfig.from_dict(d)
+    exp = Experiment(cfg, RunStore.open(cfg, root=tmp_path, lock=False), SHAPE, 10)
+    trained = {lv: {k: v.detach().clone() for k, v in model(10 + lv).state_dict().items()} for lv in (0, 1)}
+    exp.store.load_final = lambda trial, lv, b: trained[lv] if b == "ticket" else None
+    template = model(0)
+    mask = next_mask(template, cfg, dict(template.named_parameters()), full_mask(prunable_tensors(template)), 2)
+    spec = exp.unit_spec(UnitKey(0, 2, branch), mask, model(1).state_dict())
+    source = 0 if one_shot else 1  # level 2's mask is pruned from level 1's ticket, or one-shot from level 0's
+    assert all(torch.equal(spec.start_state[k], trained[source][k]) for k in trained[source])
+    assert (spec.start_step, spec.lr, spec.start_optimizer, spec.trained_from) == (rewind, lr, None, (source,))
+    assert spec.mask is mask
+
+
+def test_oneshot_keeps_the_largest_dense_trained_weights_at_the_levels_counts_and_the_start_values(level):
+    exp, mask, start = level(40)
+    spec = exp.unit_spec(UnitKey(0, 2, "oneshot"), mask, start)
+    dense = exp.store.load_final(0, 0, "ticket")
+    assert counts(spec.mask) == counts(mask)
+    for n, m in spec.mask.items():  # no pruned weight is larger than a kept one
+        assert dense[n][~m].abs().max() <= dense[n][m].abs().min()
+    assert all(torch.equal(spec.start_state[k], start[k]) for k in start)
+    assert (spec.start_step, spec.lr, spec.trained_from) == (40, "schedule", (0,))
+    assert get_branch("oneshot").own_mask
+
+
+@pytest.mark.parametrize("branch, rewound", [("ticket", True), ("random_mask", True), ("oneshot", True),
+                                             ("reinit", False), ("finetune", False), ("lr_rewind", False)])
+def test_the_rewound_optimizer_state_goes_to_the_units_that_start_from_theta_k(level, branch, rewound):
+    exp, mask, start = level(40)
+    opt = {"state": {0: {"step": torch.tensor(40.0)}}, "param_groups": [{"lr": 1e-3, "params": [0]}]}
+    spec = exp.unit_spec(UnitKey(0, 2, branch), mask, start, opt)
+    assert (spec.start_optimizer is opt) == rewound
+    assert spec.start_optimizer is None or rewound

@@ -22,7 +22,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory made by `lth run`")
     p.add_argument("--level", type=int, required=True, help="pruning level (0 = dense)")
     p.add_argument("--trial", type=int, default=0, help="trial (default 0)")
-    p.add_argument("--branch", default="ticket", help="ticket, reinit, random_mask, ... (default ticket)")
+    p.add_argument("--branch", default="ticket", help="ticket, reinit, random_mask, oneshot, finetune, lr_rewind "
+                   "(default ticket)")
     p.add_argument("--weights", choices=WEIGHTS, default="final",
                    help="final = trained weights; init = the ticket's starting weights (default final)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of the stored weights")

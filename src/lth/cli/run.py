@@ -32,7 +32,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      help="reset survivors to their values at iteration K (0 = theta0)")
     run.add_argument("--one-shot", action="store_true", default=None,
                      help="prune the trained dense network directly to each level's size")
-    run.add_argument("--branches", help="comma-separated: ticket,reinit,random_mask")
+    run.add_argument("--branches", help="comma-separated, from ticket, reinit, random_mask, oneshot, finetune, "
+                     "lr_rewind (ticket always runs; see docs/ARCHITECTURE.md)")
+    run.add_argument("--rewind-optimizer", action=argparse.BooleanOptionalAction, default=None,
+                     help="with --rewind-iteration K > 0: start rewound units (ticket, random_mask, "
+                     "oneshot) from the dense run's optimizer state at K (masked) instead of a fresh "
+                     "optimizer (default: off)")
     run.add_argument("--seed", type=int, help="base seed for every source of randomness")
     run.add_argument("--device", help="torch device, e.g. cpu or cuda")
     run.add_argument("--out", default="runs", help="root folder for run directories (default: runs)")
@@ -89,6 +94,7 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
         ("lottery", "trials"): args.trials,
         ("lottery", "rewind_iteration"): args.rewind_iteration,
         ("lottery", "one_shot"): args.one_shot,
+        ("lottery", "rewind_optimizer"): args.rewind_optimizer,
         ("lottery", "branches"): branches,
         ("lottery", "seed"): args.seed,
         ("train", "iterations"): args.iterations,

@@ -34,6 +34,7 @@ AUGMENTATIONS = ("none", "crop_flip")
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"augment": "none"},
     "train": {"precision": "fp32"},
+    "lottery": {"rewind_optimizer": False},
 }
 # Changing these only adds units, so they stay out of the identity and a rerun with more of them
 # extends the same run directory.
@@ -248,6 +249,11 @@ class LotteryConfig:
     branches: tuple[str, ...] = ("ticket", "reinit")
     rewind_iteration: int = 0  # 0 = reset survivors to theta0; k > 0 = rewind to theta_k
     one_shot: bool = False  # prune the dense network directly to each level's size
+    # Rewind the optimizer with the weights: units that start from theta_k (ticket, random_mask,
+    # oneshot) start from the dense run's optimizer state at iteration k (Adam's moments and step
+    # count, SGD's momentum; masked: pruned weights' entries are zero) instead of a fresh one.
+    # False (the papers' protocol as published): a fresh optimizer at k. Needs k > 0.
+    rewind_optimizer: bool = False
     seed: int = 0  # base seed; every randomness source derives its own from it
 
     def __post_init__(self) -> None:
@@ -263,6 +269,10 @@ class LotteryConfig:
         _check(len(set(b)) == len(b), f"lottery.branches = {b!r}: a branch is listed twice")
         _bounded_int("lottery.rewind_iteration", self.rewind_iteration, 0, MAX_ITERATIONS)
         _flag("lottery.one_shot", self.one_shot)
+        _flag("lottery.rewind_optimizer", self.rewind_optimizer)
+        _check(not self.rewind_optimizer or self.rewind_iteration > 0,
+               "lottery.rewind_optimizer = true: needs lottery.rewind_iteration > 0 (at iteration 0 the "
+               "optimizer state is the fresh one, so there is nothing to rewind)")
         _bounded_int("lottery.seed", self.seed, 0, MAX_SEED)
 
 

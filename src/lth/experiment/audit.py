@@ -156,8 +156,9 @@ def _redo(audit: RunAudit) -> list[str]:
         trial = rel.split("/")[0]
         if name == "theta0.pt":
             how = "draw it again from the trial's seed"
-        elif name == "rewind.pt":
-            how = f"retrain the dense network of {trial.replace('_', ' ')}, which writes theta_k again"
+        elif name in ("rewind.pt", "rewind_optimizer.pt"):
+            what = "theta_k" if name == "rewind.pt" else "its optimizer state at k"
+            how = f"retrain the dense network of {trial.replace('_', ' ')}, which writes {what} again"
         else:
             how = "prune it again from the previous level's trained ticket"
         users = [k for k, ps in audit.units_damaged.items() if all(rel in p for p in ps)]

@@ -1,6 +1,7 @@
 """The iterative magnitude pruning (IMP) driver (Frankle & Carbin 2019, Sec. 2 and Algorithm).
 
-For each trial: initialise theta0; level 0 trains the dense network (saving theta_k when rewinding);
+For each trial: initialise theta0; level 0 trains the dense network (saving theta_k when rewinding,
+and its optimizer state at k with ``lottery.rewind_optimizer``);
 each level L >= 1 prunes the previous level's trained ticket (or, one-shot, the trained dense
 network straight to level L's size), then trains one unit per branch (:mod:`.branches`).
 
@@ -25,7 +26,16 @@ from ..models import build_model, initialize, prunable_tensors
 from ..pruning import Mask, density, full_mask
 from ..seeds import derive_seed, generator
 from ..store import DamagedFileError, RunStore, UnitRecord
-from ..training import EvalPoint, TrainingDiverged, TrainResult, TrainState, UnitInput, max_units, train_many
+from ..training import (
+    EvalPoint,
+    TrainingDiverged,
+    TrainResult,
+    TrainState,
+    UnitInput,
+    lr_schedule,
+    max_units,
+    train_many,
+)
 from ..training.engines.module import LossFn, StepFn
 from .branches import BranchContext, check_branches, get_branch
 from .plan import next_mask
@@ -115,6 +125,15 @@ class Experiment:
             return self.theta0(trial)
         return self.store.load_rewind(trial)
 
+    def start_optimizer(self, trial: int) -> dict[str, Any] | None:
+        """The optimizer state rewound units start from: the dense run's at iteration k with
+        ``lottery.rewind_optimizer``, else None (a fresh optimizer)."""
+        return self.store.load_rewind_optimizer(trial) if self.cfg.lottery.rewind_optimizer else None
+
+    def source_level(self, level: int) -> int:
+        """The level whose trained ticket level ``level``'s mask is pruned from."""
+        return 0 if self.cfg.lottery.one_shot else level - 1
+
     def level_mask(self, trial: int, level: int) -> Mask:
         """The mask of a level: dense at level 0, else pruned once and stored (masks are nested)."""
         if level == 0:
@@ -128,7 +147,7 @@ class Experiment:
         if mask is not None:
             return mask
         template = self.new_model()
-        source = 0 if self.cfg.lottery.one_shot else level - 1
+        source = self.source_level(level)
         if self.cfg.lottery.one_shot:
             base, rounds = full_mask(self.prunable_tensors(template)), level
         else:
@@ -140,17 +159,22 @@ class Experiment:
         return mask
 
     def unit_spec(self, key: UnitKey, level_mask: Mask | None = None,
-                  start_state: dict[str, torch.Tensor] | None = None) -> UnitSpec:
-        """A unit's mask, start state and start step, as its branch defines them."""
+                  start_state: dict[str, torch.Tensor] | None = None,
+                  start_optimizer: dict[str, Any] | None = None) -> UnitSpec:
+        """A unit's mask, start state, start step, learning-rate schedule and start optimizer
+        state, as its branch defines them (level, start and optimizer state are loaded when not
+        given)."""
         if key.level == 0:
             if key.branch != "ticket":
                 raise ValueError(f"level 0 trains only the dense network (branch ticket), not {key.branch}")
             return UnitSpec(key, self.level_mask(key.trial, 0), self.theta0(key.trial), 0)
         mask = self.level_mask(key.trial, key.level) if level_mask is None else level_mask
         start = self.start_state(key.trial) if start_state is None else start_state
-        ctx = BranchContext(self.cfg, key.trial, key.level, mask, start, self.draw_init)
+        opt = self.start_optimizer(key.trial) if start_optimizer is None else start_optimizer
+        ctx = BranchContext(self.cfg, key.trial, key.level, mask, start, self.draw_init,
+                            lambda level: self.store.load_final(key.trial, level, "ticket"), opt)
         s = get_branch(key.branch).start(ctx)
-        return UnitSpec(key, s.mask, s.state, s.step)
+        return UnitSpec(key, s.mask, s.state, s.step, s.lr, s.optimizer, tuple(s.trained_from))
 
     def unit_mask(self, key: UnitKey) -> Mask:
         """A finished unit's mask, as stored (nothing is computed or written): dense at level 0,
@@ -183,13 +207,17 @@ def _checkpoint_record(state: TrainState) -> dict[str, Any]:
     }
 
 
-def result_record(key: UnitKey, mask: Mask, outcome: TrainResult | TrainingDiverged) -> UnitRecord:
+def result_record(spec: UnitSpec, outcome: TrainResult | TrainingDiverged) -> UnitRecord:
     """A unit's record: its numbers are derived from its evaluations by the same rule that checks
-    them when the run directory is read (:meth:`lth.store.UnitRecord.metrics_problem`)."""
+    them when the run directory is read (:meth:`lth.store.UnitRecord.metrics_problem`); with them
+    how the unit started (iteration, learning-rate schedule, optimizer)."""
+    key, mask = spec.key, spec.mask
+    start = {"start_iteration": spec.start_step, "lr_schedule": spec.lr,
+             "optimizer_start": "fresh" if spec.start_optimizer is None else "rewound"}
     if isinstance(outcome, TrainingDiverged):
-        return UnitRecord(key.trial, key.level, key.branch, density(mask), "failed", error=str(outcome))
+        return UnitRecord(key.trial, key.level, key.branch, density(mask), "failed", error=str(outcome), **start)
     return UnitRecord.from_metrics(key.trial, key.level, key.branch, density(mask),
-                                   [h.to_dict() for h in outcome.history], round(outcome.seconds, 3))
+                                   [h.to_dict() for h in outcome.history], round(outcome.seconds, 3), **start)
 
 
 class Lottery:
@@ -231,14 +259,19 @@ class Lottery:
             self.store.invalidate_unit(key.trial, key.level, key.branch)
             return None
 
-    def inputs(self, key: UnitKey) -> list[Path]:
+    def inputs(self, spec: UnitSpec) -> list[Path]:
         """The recorded files a unit starts from: theta0 at level 0; at pruned levels the level's
-        mask and what the level resets to (theta0, or theta_k when rewinding)."""
-        t = key.trial
+        mask and what the level resets to (theta0, or theta_k when rewinding), the rewound
+        optimizer state where the unit starts from it, and the trained tickets' ``final.pt`` its
+        branch computed its start from (finetune, lr_rewind, oneshot)."""
+        key, t = spec.key, spec.key.trial
         if key.level == 0:
             return [self.store.theta0_path(t)]
         start = self.store.theta0_path(t) if self.cfg.lottery.rewind_iteration == 0 else self.store.rewind_path(t)
-        return [start, self.store.level_mask_path(t, key.level)]
+        out = [start, self.store.level_mask_path(t, key.level)]
+        if spec.start_optimizer is not None:
+            out.append(self.store.rewind_optimizer_path(t))
+        return out + [self.store.final_path(t, lv, "ticket") for lv in spec.trained_from]
 
     def repair(self) -> None:
         """Find damage before training (see :mod:`lth.store.run`, "Integrity"): a damaged theta0,
@@ -258,9 +291,13 @@ class Lottery:
         if L.rewind_iteration > 0:
             for t in range(L.trials):
                 finished = store.unit_problems(t, 0, "ticket") is not None  # intact or not: theta0 may be redrawn
-                if finished and store.rel(store.rewind_path(t)) not in store.checksums():
+                made = [(store.rewind_path(t), "theta_k")]
+                if L.rewind_optimizer:
+                    made.append((store.rewind_optimizer_path(t), "the optimizer state at k"))
+                gone = [(p, what) for p, what in made if store.rel(p) not in store.checksums()]
+                if finished and gone:
                     store.invalidate_unit(t, 0, "ticket")
-                    self.log(f"trial {t}: {store.rewind_path(t).name} (theta_k) is gone; retraining the dense "
+                    self.log(f"trial {t}: {gone[0][0].name} ({gone[0][1]}) is gone; retraining the dense "
                              "network, which recreates it")
         if (store.path / "summary.json").exists():
             store.write_summary()  # never lists a unit that is no longer intact
@@ -280,7 +317,7 @@ class Lottery:
                      else f"{label} training from iteration {spec.start_step}")
         first = resumes[0].step if resumes[0] is not None else specs[0].start_step
         units = [UnitInput(s.start_state, s.mask, self.exp.seed("data", s.key.trial), r,
-                           self.exp.seed("dropout", s.key.trial, s.key.level, s.key.branch))
+                           self.exp.seed("dropout", s.key.trial, s.key.level, s.key.branch), s.start_optimizer)
                  for s, r in zip(specs, resumes)]
         level = specs[0].key.level
         head = labels[0] if len(specs) == 1 else f"[level {level}/{cfg.lottery.levels}, {len(specs)} units at once]"
@@ -304,35 +341,39 @@ class Lottery:
             on_checkpoint=on_checkpoint,
             capture_steps=self._capture_steps(level),
             on_capture=lambda i, step, st: store.save_rewind(specs[i].key.trial, st),
+            on_capture_optimizer=((lambda i, step, st: store.save_rewind_optimizer(specs[i].key.trial, st))
+                                  if cfg.lottery.rewind_optimizer else None),
             on_eval=on_eval,
             test_eval=cfg.runtime.test_eval,
             flush_denormals=cfg.runtime.flush_denormals,
             loss_fn=self.loss_fn,
             step_fn=self.step_fn,
             augment=cfg.data.augment,
+            lr_at=lr_schedule(cfg.train, specs[0].lr),
         )
         progress.done_iters += (cfg.train.iterations - first) * len(specs)
         return [self._finish(s, o, lab) for s, o, lab in zip(specs, outcomes, labels)]
 
     def _finish(self, spec: UnitSpec, outcome: TrainResult | TrainingDiverged, label: str) -> UnitRecord:
-        record = result_record(spec.key, spec.mask, outcome)
+        record = result_record(spec, outcome)
         if isinstance(outcome, TrainResult):
             own = get_branch(spec.key.branch).own_mask and spec.key.level > 0
             self.store.finish_unit(record, metrics=[h.to_dict() for h in outcome.history],
                                    final_state=outcome.final_state, own_mask=spec.mask if own else None,
-                                   inputs=self.inputs(spec.key))
+                                   inputs=self.inputs(spec))
             es, last = outcome.early_stop, outcome.history[-1]
             self.log(f"{label} done: early stop at it {es.iteration}, test acc there "
                      f"{100 * es.test_accuracy:.2f}%, final {100 * last.test_accuracy:.2f}% "
                      f"({fmt_seconds(outcome.seconds)})")
         else:
-            self.store.finish_unit(record, inputs=self.inputs(spec.key))
+            self.store.finish_unit(record, inputs=self.inputs(spec))
             self.log(f"{label} FAILED: {outcome}; recorded as failed, other units continue")
         return record
 
     def run_units(self, specs: list[UnitSpec], progress: Progress) -> None:
         """Train the unfinished ``specs`` in groups that share a start point (the furthest along
-        first), at most :meth:`parallel_units` at a time. A finished unit that is no longer intact
+        first), a start step, a learning-rate schedule and whether the optimizer starts fresh, at
+        most :meth:`parallel_units` at a time. A finished unit that is no longer intact
         is retrained, and the log says why."""
         todo = []
         for s in specs:
@@ -345,11 +386,13 @@ class Lottery:
                 self.store.invalidate_unit(s.key.trial, s.key.level, s.key.branch)
             todo.append(s)
         per_group = self.parallel_units()
-        by_start: dict[int, list[tuple[UnitSpec, TrainState | None]]] = {}
+        by_start: dict[tuple[int, int, str, bool], list[tuple[UnitSpec, TrainState | None]]] = {}
         for spec in todo:
             resume = self._resume(spec.key)
-            by_start.setdefault(resume.step if resume else spec.start_step, []).append((spec, resume))
-        for start in sorted(by_start, reverse=True):
+            group = (resume.step if resume else spec.start_step, spec.start_step, spec.lr,
+                     spec.start_optimizer is None)
+            by_start.setdefault(group, []).append((spec, resume))
+        for start in sorted(by_start, key=lambda g: (-g[0], g[1:])):
             group = by_start[start]
             for i in range(0, len(group), per_group):
                 chunk = group[i: i + per_group]
@@ -376,6 +419,7 @@ class Lottery:
             else:
                 self.log(f"trial {t}: the dense network failed; skipping its pruned levels")
         starts = {t: exp.start_state(t) for t in alive}  # read once, shared by every level
+        optimizers = {t: exp.start_optimizer(t) for t in alive}
         for level in range(1, L.levels + 1):
             specs: list[UnitSpec] = []
             for trial in list(alive):
@@ -385,7 +429,8 @@ class Lottery:
                     alive.remove(trial)
                     continue
                 mask = exp.level_mask(trial, level)
-                specs += [exp.unit_spec(UnitKey(trial, level, b), mask, starts[trial]) for b in branches]
+                specs += [exp.unit_spec(UnitKey(trial, level, b), mask, starts[trial], optimizers[trial])
+                          for b in branches]
             self.run_units(specs, progress)
         records = store.write_summary()
         self.log(f"finished in {fmt_seconds(time.perf_counter() - progress.t0)}; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -28,3 +29,6 @@ class UnitSpec:
     mask: Mask
     start_state: dict[str, torch.Tensor]
     start_step: int
+    lr: str = "schedule"  # a name of lth.training.LR_SCHEDULES
+    start_optimizer: dict[str, Any] | None = None  # None: a fresh optimizer
+    trained_from: tuple[int, ...] = ()  # levels whose trained ticket the start was computed from

@@ -10,7 +10,8 @@ from pathlib import Path
 from .tables import ReportError, aggregate, branch_rank, load_records
 
 BRANCH_STYLE = {"ticket": ("tab:blue", "o"), "reinit": ("tab:orange", "s"),
-                "random_mask": ("tab:green", "^")}
+                "random_mask": ("tab:green", "^"), "oneshot": ("tab:red", "v"),
+                "finetune": ("tab:purple", "D"), "lr_rewind": ("tab:brown", "P")}
 
 #: Formats named first in messages; matplotlib writes several more (:func:`figure_formats`).
 COMMON_FORMATS = ("png", "pdf", "svg")

@@ -10,7 +10,8 @@ _REQUIRED = ("trial", "level", "branch", "weights_remaining")
 _KINDS = {"trial": "count", "level": "count", "branch": "str", "weights_remaining": "real", "status": "str",
           "early_stop_iteration": "count", "early_stop_test_accuracy": "real", "early_stop_val_accuracy": "real",
           "min_val_loss": "real", "final_test_accuracy": "real", "final_val_loss": "real",
-          "final_iteration": "count", "train_seconds": "real", "error": "str"}
+          "final_iteration": "count", "train_seconds": "real", "error": "str",
+          "start_iteration": "count", "lr_schedule": "str", "optimizer_start": "str"}
 _KIND_NAMES = {"count": "an integer >= 0", "real": "a number", "str": "a string"}
 
 
@@ -45,6 +46,14 @@ class UnitRecord:
     final_iteration: int | None = None
     train_seconds: float | None = None  # wall time of the unit's training
     error: str | None = None
+    # How the unit started (absent from records written before these fields existed): the
+    # iteration it trained from (0, or k when rewinding: it trains to the end, T - k iterations);
+    # its learning-rate schedule ("schedule": the configured one from its start iteration,
+    # "final": the schedule's final value throughout; lth.training.schedule.LR_SCHEDULES); its
+    # optimizer ("fresh", or "rewound": the dense run's state at k, lottery.rewind_optimizer).
+    start_iteration: int | None = None
+    lr_schedule: str | None = None
+    optimizer_start: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -65,11 +74,13 @@ class UnitRecord:
 
     @classmethod
     def from_metrics(cls, trial: int, level: int, branch: str, weights_remaining: float,
-                     metrics: list[dict[str, Any]], train_seconds: float | None = None) -> UnitRecord:
+                     metrics: list[dict[str, Any]], train_seconds: float | None = None,
+                     **start: Any) -> UnitRecord:
         """The record of a unit that finished training, from its evaluations (``metrics.jsonl``
-        lines): early stop at the minimum validation loss, the first one on ties (paper App. B)."""
+        lines): early stop at the minimum validation loss, the first one on ties (paper App. B).
+        ``start``: ``start_iteration``, ``lr_schedule``, ``optimizer_start``."""
         return cls(trial, level, branch, weights_remaining, "ok", **summarize_metrics(metrics),
-                   train_seconds=train_seconds)
+                   train_seconds=train_seconds, **start)
 
     def metrics_problem(self, metrics: list[dict[str, Any]]) -> str | None:
         """Why this record's numbers are not the ones its evaluations give, or None if they are."""

@@ -4,12 +4,14 @@ Layout::
 
     <root>/<name>-<hash>/
         config.json                 resolved configuration (identity_dict decides the hash)
-        checksums.json              size and SHA-256 of every theta0, rewind and level mask
+        checksums.json              size and SHA-256 of every theta0, rewind (weights and
+                                    optimizer) and level mask
         summary.json                one record per intact finished (trial, level, branch)
         .lock                       held by the running process (fcntl)
         trial_<T>/
             theta0.pt               the initialisation
             rewind.pt               theta_k, when rewinding (k > 0)
+            rewind_optimizer.pt     the dense run's optimizer state at k (lottery.rewind_optimizer)
             level_<L>/
                 mask.pt             the level's mask (bool tensors)
                 <branch>/
@@ -18,20 +20,25 @@ Layout::
                                     are promoted from checkpoint.next.pt (see save_checkpoints)
                     metrics.jsonl   one evaluation per line
                     final.pt        trained weights
+                    mask.pt         the unit's own mask, for branches that have one
                     result.json     written last: the record, plus the size and SHA-256 of
                                     every file the unit wrote and of the inputs it started from
+                                    (recorded inputs, and trained weights of another unit:
+                                    a ticket's final.pt that finetune/lr_rewind/oneshot read)
 
 Every file appears atomically (temporary file in the same directory, fsync, rename), so a process
 killed at any moment leaves either the old file or the new one, never a torn one.
 
 Integrity: damage after the fact (a partial copy, a sync tool, a hand edit) is detected, never
 read. A finished unit is *intact* when every file its ``result.json`` lists still has the recorded
-size and SHA-256, the inputs it lists (theta0 or theta_k, the level mask) are still the recorded
-files, and its numbers are the ones its ``metrics.jsonl`` gives. Only intact units count as
-finished: :meth:`RunStore.records` and ``summary.json`` hold them alone, and a rerun retrains the
-others. The checksum of a theta0, rewind or level mask is recorded in ``checksums.json`` *before*
-the file is written, so a crash between the two leaves a recorded file that is missing (recomputed
-by the rerun), never an unrecorded one.
+size and SHA-256, the inputs it lists (theta0 or theta_k, the level mask, the rewound optimizer
+state, another unit's ``final.pt``) are still the recorded files (for a ``final.pt``: the file its
+own unit's ``result.json`` records, intact on disk), and its numbers are the ones its
+``metrics.jsonl`` gives. Only intact units count as finished: :meth:`RunStore.records` and
+``summary.json`` hold them alone, and a rerun retrains the others. The checksum of a theta0,
+rewind or level mask is recorded in ``checksums.json`` *before* the file is written, so a crash
+between the two leaves a recorded file that is missing (recomputed by the rerun), never an
+unrecorded one.
 """
 
 from __future__ import annotations
@@ -68,13 +75,14 @@ FINAL = "final.pt"
 MASK = "mask.pt"
 THETA0 = "theta0.pt"
 REWIND = "rewind.pt"
+REWIND_OPTIMIZER = "rewind_optimizer.pt"
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.pt"
 NEXT_CHECKPOINT = "checkpoint.next.pt"
 GROUP_COMMIT = "checkpoint-commit.json"
 CHECKSUMS = "checksums.json"
 _SOURCE = re.compile(r"trial_[0-9]+/level_[0-9]+/ticket/final\.pt")
-_INPUT = re.compile(r"trial_[0-9]+/(theta0\.pt|rewind\.pt|level_[0-9]+/mask\.pt)")
+_INPUT = re.compile(r"trial_[0-9]+/(theta0\.pt|rewind\.pt|rewind_optimizer\.pt|level_[0-9]+/mask\.pt)")
 RERUN_FIX = "rerun the same `lth run` command to redo what depends on it (`lth verify RUN_DIR` lists all damage)"
 
 
@@ -275,8 +283,14 @@ class RunStore:
     def rewind_path(self, trial: int) -> Path:
         return self.trial_dir(trial) / REWIND
 
+    def rewind_optimizer_path(self, trial: int) -> Path:
+        return self.trial_dir(trial) / REWIND_OPTIMIZER
+
     def level_mask_path(self, trial: int, level: int) -> Path:
         return self.level_dir(trial, level) / MASK
+
+    def final_path(self, trial: int, level: int, branch: str) -> Path:
+        return self.unit_dir(trial, level, branch) / FINAL
 
     # ------------------------------------------------------------------ recorded inputs
     def checksums(self) -> dict[str, FileDigest]:
@@ -394,7 +408,8 @@ class RunStore:
     def input_paths(self) -> list[Path]:
         """Every recorded input and every input file present, recorded or not."""
         found = {self.path / rel for rel in self.checksums()}
-        for pattern in (f"trial_*/{THETA0}", f"trial_*/{REWIND}", f"trial_*/level_*/{MASK}"):
+        for pattern in (f"trial_*/{THETA0}", f"trial_*/{REWIND}", f"trial_*/{REWIND_OPTIMIZER}",
+                        f"trial_*/level_*/{MASK}"):
             found.update(self.path.glob(pattern))
         return sorted(found)
 
@@ -416,6 +431,18 @@ class RunStore:
 
     def save_rewind(self, trial: int, state: dict[str, torch.Tensor]) -> None:
         self._save_input(self.rewind_path(trial), state)
+
+    def load_rewind_optimizer(self, trial: int) -> dict[str, Any]:
+        """The dense run's optimizer state at iteration k (``lottery.rewind_optimizer``), in the
+        layout of a plain ``torch.optim`` optimizer over the model's parameters."""
+        state = self._load_input(self.rewind_optimizer_path(trial))
+        if state is None:
+            raise DamagedFileError(self.rewind_optimizer_path(trial), f"is missing although level 0 of trial "
+                                   f"{trial} finished", RERUN_FIX)
+        return state
+
+    def save_rewind_optimizer(self, trial: int, state: dict[str, Any]) -> None:
+        self._save_input(self.rewind_optimizer_path(trial), state)
 
     def load_level_mask(self, trial: int, level: int) -> dict[str, torch.Tensor] | None:
         """The IMP mask of a pruned level, or None if not pruned yet; DamagedFileError if damaged."""
@@ -483,7 +510,16 @@ class RunStore:
         problems += [f"result.json records no {name}" for name in required if name not in files]
         sums = self.checksums()
         for rel, d in sorted(inputs.items()):
-            if (p := self.input_problem(self.path / rel)) is not None:
+            if _SOURCE.fullmatch(rel):  # another unit's trained weights
+                now = self._recorded_output(self.path / rel)
+                if now is not None and now != d:
+                    problems.append(f"its input {rel} is no longer the file it started from (that unit has "
+                                    "been retrained since)")
+                elif (p := self._digests.problem(self.path / rel, d)) is not None:
+                    problems.append(f"its input {rel} {p}")
+                elif now is None:
+                    problems.append(f"its input {rel} belongs to a unit that is no longer finished")
+            elif (p := self.input_problem(self.path / rel)) is not None:
                 problems.append(f"its input {rel} {p}")
             elif sums.get(rel) != d:
                 problems.append(f"its input {rel} is no longer the file it started from")
@@ -560,17 +596,26 @@ class RunStore:
             files[MASK] = atomic_torch_save(udir / MASK, _cpu(own_mask))
         for name, d in files.items():
             self._digests.remember(udir / name, d)
-        sums = self.checksums()
-        missing = [self.rel(p) for p in inputs if self.rel(p) not in sums]
+        digests = {self.rel(p): self._input_digest(p) for p in inputs}
+        missing = [rel for rel, d in digests.items() if d is None]
         if missing:
             raise StoreError(f"internal error: inputs {missing} of a unit have no recorded checksum")
         result = {**record.to_dict(), "files": {n: d.to_dict() for n, d in sorted(files.items())},
-                  "inputs": {self.rel(p): sums[self.rel(p)].to_dict() for p in inputs}}
+                  "inputs": {rel: d.to_dict() for rel, d in digests.items()}}
         atomic_write_json(udir / RESULT, result)
         ckpt = udir / CHECKPOINT
         if ckpt.exists():
             ckpt.unlink()
         self.write_summary()
+
+    def _input_digest(self, path: Path) -> FileDigest | None:
+        """What a unit records for an input it started from: the checksum list's digest of a
+        theta0, rewind or level mask; for another unit's ``final.pt``, the digest that unit's
+        ``result.json`` records. None if there is none."""
+        rel = self.rel(path)
+        if _SOURCE.fullmatch(rel):
+            return self._recorded_output(Path(path))
+        return self.checksums().get(rel)
 
     def write_summary(self) -> list[UnitRecord]:
         """``summary.json``: every intact finished unit's record, derived from the units' own files."""
@@ -585,8 +630,16 @@ class RunStore:
         return records
 
 
-def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in state.items()}
+def _cpu(state: Any) -> Any:
+    """Tensors moved to the CPU, in a state dict or in nested dicts and lists of them (an optimizer
+    ``state_dict``); other values as they are."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: _cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cpu(v) for v in state)
+    return state
 
 
 def _load_if_exists(path: Path) -> Any:
@@ -623,7 +676,7 @@ def _parse_result(path: Path) -> tuple[UnitRecord, dict[str, FileDigest], dict[s
         if not isinstance(files, dict) or not isinstance(inputs, dict):
             raise ValueError("files and inputs must be JSON objects")
         bad = [n for n in files if n not in (METRICS, FINAL, MASK)]
-        bad += [r for r in inputs if not isinstance(r, str) or not _INPUT.fullmatch(r)]
+        bad += [r for r in inputs if not isinstance(r, str) or not (_INPUT.fullmatch(r) or _SOURCE.fullmatch(r))]
         if bad:
             raise ValueError(f"unknown file(s) {', '.join(map(repr, bad))}")
         return (UnitRecord.from_dict(raw), {n: FileDigest.from_dict(d) for n, d in files.items()},

@@ -76,7 +76,7 @@ def export_ticket(run_dir: Path | str, level: int, *, trial: int = 0, branch: st
     Args:
         run_dir: the run directory ``lth run`` made (``<out>/<name>-<hash>``).
         level: pruning level (0 = dense); must be finished for ``branch``.
-        trial, branch: which unit (``ticket``, ``reinit``, ``random_mask``, ...).
+        trial, branch: which unit (``ticket``, ``reinit``, ``random_mask``, ``oneshot``, ``finetune``, ``lr_rewind``).
         weights: ``"final"`` (trained weights) or ``"init"`` (the weights the unit started from,
             masked: the winning ticket's initialisation for ``branch="ticket"``).
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` for the stored values.

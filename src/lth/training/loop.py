@@ -2,8 +2,9 @@
 
 Protocol (Frankle & Carbin 2019, App. B): training counts iterations; the training set is reshuffled
 every epoch (each unit its own seeded order); validation and test loss/accuracy are measured every
-``eval_every`` iterations (including iteration 0 and the last one); the early-stopping iteration is
-the evaluated iteration with the minimum validation loss. With ``test_eval="best"`` the test split
+``eval_every`` iterations, at the iteration a unit starts from (0, or k for a unit rewound to k, so
+every curve starts at its start point) and at the last one; the early-stopping iteration is the
+evaluated iteration with the minimum validation loss. With ``test_eval="best"`` the test split
 is evaluated only where a unit's validation loss reaches a new minimum and at the last iteration,
 which leaves the early stop and its test accuracy unchanged (:func:`lth.training.evaluation.needs_test`;
 in a group the chosen units are evaluated in a narrower product, which some CPUs' BLAS rounds
@@ -23,8 +24,15 @@ experiment): each unit's parameters are drawn per epoch from its own data seed
 (:func:`lth.data.augment.epoch_params`) and applied on the device, so a resumed run is augmented
 exactly as an uninterrupted one.
 
-Pruned weights stay exactly zero: they start at zero and the engines zero their gradients before
-every optimizer step. With zero gradient and zero state, Adam's and SGD's updates (with or without
+The learning rate of iteration ``s`` is ``lr_at(s)``: by default the configured schedule
+(:func:`lth.training.schedule.learning_rate`); the IMP driver passes the schedule its unit's branch
+names (:func:`lth.training.schedule.lr_schedule`: replayed from the start step, or constant at its
+final value for fine-tuning). A unit may start from a given optimizer state (``UnitInput.optimizer``,
+e.g. the dense run's at the rewind iteration) instead of a fresh optimizer.
+
+Pruned weights stay exactly zero: they start at zero (weights and, for a given start optimizer
+state, their moments: :func:`lth.training.state.mask_optimizer_state`) and the engines zero their
+gradients before every optimizer step. With zero gradient and zero state, Adam's and SGD's updates (with or without
 momentum and L2 weight decay) are exactly zero, so masked weights never drift.
 """
 
@@ -34,6 +42,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,7 +57,15 @@ from .evaluation import eval_chunks, evaluate_many, needs_test
 from .optimizers import make_optimizer
 from .precision import denormals_flushed
 from .schedule import epoch_permutation, iterations_per_epoch, learning_rate
-from .state import EvalPoint, TrainingDiverged, TrainResult, TrainState, capture_rng, restore_rng
+from .state import (
+    EvalPoint,
+    TrainingDiverged,
+    TrainResult,
+    TrainState,
+    capture_rng,
+    mask_optimizer_state,
+    restore_rng,
+)
 
 __all__ = ["UnitInput", "train", "train_many"]
 
@@ -60,6 +77,9 @@ class UnitInput:
     data_seed: int
     resume: TrainState | None = None  # continue from this checkpoint instead of ``state``
     dropout_seed: int = 0  # seeds PyTorch's global generator for engines that draw from it
+    #: The optimizer state to start from (the layout of :attr:`TrainState.optimizer`; the loop masks
+    #: it like the weights), e.g. the dense run's at the rewind iteration; None: a fresh optimizer.
+    optimizer: dict[str, Any] | None = None
 
 
 def train_many(
@@ -74,6 +94,7 @@ def train_many(
     on_checkpoint: Callable[[dict[int, TrainState]], None] | None = None,
     capture_steps: frozenset[int] = frozenset(),
     on_capture: Callable[[int, int, dict[str, torch.Tensor]], None] | None = None,
+    on_capture_optimizer: Callable[[int, int, dict[str, Any]], None] | None = None,
     on_eval: Callable[[int, EvalPoint], None] | None = None,
     test_eval: str = "every",
     flush_denormals: bool = False,
@@ -82,6 +103,7 @@ def train_many(
     loss_fn: LossFn | None = None,
     step_fn: StepFn | None = None,
     augment: str = "none",
+    lr_at: Callable[[int], float] | None = None,
 ) -> list[TrainResult | TrainingDiverged]:
     """Train every unit from ``start_step`` (or its ``resume`` checkpoint) to ``cfg.iterations``.
 
@@ -89,7 +111,12 @@ def train_many(
     ``on_eval`` get the unit's index first; ``on_checkpoint`` gets every live unit's state at once
     (``{index: TrainState}``), so the caller can commit a group's checkpoints together. A unit
     whose loss becomes NaN/inf is reported as a :class:`TrainingDiverged` in its slot; the others
-    go on (their slices never mix).
+    go on (their slices never mix). ``on_capture_optimizer`` gets, at the same ``capture_steps``,
+    the unit's optimizer state (the layout of :attr:`TrainState.optimizer`).
+    ``start_step`` is where the units start (their first evaluation); a unit with a ``resume``
+    continues from its checkpoint. ``lr_at(s)``: the learning rate of iteration ``s`` (default
+    ``learning_rate(cfg, s)``; :func:`lth.training.schedule.lr_schedule`). Units with a start
+    optimizer state (``UnitInput.optimizer``) train only with others that have one.
     ``test_eval``: ``"every"`` or ``"best"`` (:func:`lth.training.evaluation.needs_test`, decided
     per unit: the test split is evaluated for just the units that need it). ``flush_denormals``:
     see :func:`lth.training.precision.denormals_flushed`. ``engine`` names an engine of
@@ -107,14 +134,16 @@ def train_many(
     with denormals_flushed(flush_denormals):
         return _train_many(model, units, splits, cfg, start_step=start_step, eval_batch_size=eval_batch_size,
                            checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint,
-                           capture_steps=capture_steps, on_capture=on_capture, on_eval=on_eval,
+                           capture_steps=capture_steps, on_capture=on_capture,
+                           on_capture_optimizer=on_capture_optimizer, on_eval=on_eval,
                            test_eval=test_eval, engine=engine, policy=policy, loss_fn=loss_fn,
-                           step_fn=step_fn, augment=augment)
+                           step_fn=step_fn, augment=augment,
+                           lr_at=lr_at or (lambda s: learning_rate(cfg, s)))
 
 
 def _train_many(model, units, splits, cfg, *, start_step, eval_batch_size, checkpoint_every, on_checkpoint,
-                capture_steps, on_capture, on_eval, test_eval, engine, policy, loss_fn,
-                step_fn, augment) -> list[TrainResult | TrainingDiverged]:
+                capture_steps, on_capture, on_capture_optimizer, on_eval, test_eval, engine, policy, loss_fn,
+                step_fn, augment, lr_at) -> list[TrainResult | TrainingDiverged]:
     resumes = [u.resume for u in units]
     if any(r is not None for r in resumes):
         steps = {r.step if r is not None else None for r in resumes}
@@ -147,9 +176,18 @@ def _train_many(model, units, splits, cfg, *, start_step, eval_batch_size, check
         elapsed = max(r.elapsed for r in resumes)
         if eng.uses_global_rng:
             restore_rng(resumes[0].rng)
-    elif eng.uses_global_rng:
-        # Dropout draws from PyTorch's global generator: seed it per unit so units are repeatable.
-        torch.manual_seed(units[0].dropout_seed)
+    else:
+        given = [u.optimizer is not None for u in units]
+        if any(given):
+            if not all(given):
+                raise ValueError("some units start from a given optimizer state and others from a fresh "
+                                 "one; group units by how their optimizer starts")
+            names = [n for n, _ in model.named_parameters()]
+            opt.load_state_dict(eng.stacked_optimizer_state(
+                [mask_optimizer_state(u.optimizer, names, u.mask) for u in units], opt.state_dict()))
+        if eng.uses_global_rng:
+            # Dropout draws from PyTorch's global generator: seed it per unit so units are repeatable.
+            torch.manual_seed(units[0].dropout_seed)
     failed: dict[int, TrainingDiverged] = {}
     t0 = time.perf_counter() - elapsed
     perm_stack = torch.empty(0)
@@ -176,7 +214,7 @@ def _train_many(model, units, splits, cfg, *, start_step, eval_batch_size, check
         if want:
             tl, ta = evaluate_many(eng, test_chunks, None if len(want) == n_units else want, loss_fn=loss_fn)
             test = {i: (tl[j], ta[j]) for j, i in enumerate(want)}
-        lr = learning_rate(cfg, max(it - 1, 0))
+        lr = lr_at(max(it - 1, start_step))
         for i in range(n_units):
             if i in failed:
                 continue
@@ -192,7 +230,7 @@ def _train_many(model, units, splits, cfg, *, start_step, eval_batch_size, check
     y_all = splits.train_y
     first = step
     while True:
-        if (step % cfg.eval_every == 0 or step == cfg.iterations) and step not in evaluated:
+        if (step % cfg.eval_every == 0 or step in (start_step, cfg.iterations)) and step not in evaluated:
             do_eval(step)
             evaluated.add(step)
             if len(failed) == n_units:
@@ -201,6 +239,11 @@ def _train_many(model, units, splits, cfg, *, start_step, eval_batch_size, check
             for i in range(n_units):
                 if i not in failed:
                     on_capture(i, step, eng.unit_state(i))
+        if step in capture_steps and on_capture_optimizer is not None:
+            stacked = opt.state_dict()
+            for i in range(n_units):
+                if i not in failed:
+                    on_capture_optimizer(i, step, eng.unit_optimizer_state(stacked, i))
         if (on_checkpoint is not None and checkpoint_every and step > first
                 and step % checkpoint_every == 0 and step < cfg.iterations):
             stacked = opt.state_dict()
@@ -219,7 +262,7 @@ def _train_many(model, units, splits, cfg, *, start_step, eval_batch_size, check
             perm_epoch = epoch
         batch = slice(pos * cfg.batch_size, (pos + 1) * cfg.batch_size)
         idx = perm_stack[:, batch]  # [N, B]
-        lr = learning_rate(cfg, step)
+        lr = lr_at(step)
         for g in opt.param_groups:
             g["lr"] = lr
         flat = idx.reshape(-1)  # index_select is cheaper than advanced indexing for a [N, B] gather

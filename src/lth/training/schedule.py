@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..config import TrainConfig
@@ -14,6 +16,29 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     if cfg.warmup_iterations and step < cfg.warmup_iterations:
         lr *= (step + 1) / cfg.warmup_iterations
     return lr
+
+
+# How a unit's learning rate follows the configured schedule (Renda, Frankle & Carbin 2020):
+# "schedule": learning_rate(cfg, s) at iteration s, so a unit starting at k replays the schedule
+# from k (weight and learning-rate rewinding); "final": the schedule's last value,
+# learning_rate(cfg, iterations - 1), at every iteration (fine-tuning).
+LR_SCHEDULES = ("schedule", "final")
+
+
+def lr_schedule(cfg: TrainConfig, kind: str = "schedule") -> Callable[[int], float]:
+    """The learning rate of iteration ``s`` as a function, for a :data:`LR_SCHEDULES` name.
+
+    >>> from lth.config import TrainConfig
+    >>> cfg = TrainConfig(iterations=100, lr=0.1, lr_milestones=(50,), lr_gamma=0.1)
+    >>> lr_schedule(cfg)(10), lr_schedule(cfg, "final")(10)
+    (0.1, 0.010000000000000002)
+    """
+    if kind == "schedule":
+        return lambda step: learning_rate(cfg, step)
+    if kind == "final":
+        final = learning_rate(cfg, cfg.iterations - 1)
+        return lambda step: final
+    raise ValueError(f"learning-rate schedule {kind!r}: choose one of {', '.join(LR_SCHEDULES)}")
 
 
 def iterations_per_epoch(n: int, batch_size: int) -> int:
