@@ -14,8 +14,9 @@ from lth.store import atomic_write_bytes, atomic_write_json
 from lth.training.engines import EnginePolicy
 
 
-def machine_info() -> str:
-    """CPU model, cores, torch version and threads: recorded beside every measured number."""
+def machine_info(device: str = "cpu") -> str:
+    """CPU model, cores, torch version and threads (and the GPU, for a CUDA device): recorded
+    beside every measured number."""
     cpu = platform.processor() or "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -24,7 +25,10 @@ def machine_info() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    gpu = ""
+    if str(device).startswith("cuda"):
+        gpu = f"{torch.cuda.get_device_name(torch.device(device))}, CUDA {torch.version.cuda}; "
+    return (f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}")
 
 

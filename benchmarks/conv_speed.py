@@ -62,20 +62,27 @@ def pruned_unit(shape: tuple[int, ...], seed: int, levels: int = 4):
     return model, mask
 
 
-def plain_loop(model, mask, splits, iterations: int) -> float:
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def plain_loop(model, mask, splits, iterations: int, device: str) -> float:
     """Seconds per iteration of the plain loop (after 5 warm-up iterations)."""
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
     params = dict(model.named_parameters())
-    masked = [(params[k], m.to(params[k].dtype)) for k, m in mask.items()]
+    masked = [(params[k], m.to(device, params[k].dtype)) for k, m in mask.items()]
     n = splits.train_x.shape[0]
     g = torch.Generator().manual_seed(0)
-    perm, pos = torch.randperm(n, generator=g), 0
+    perm, pos = torch.randperm(n, generator=g).to(device), 0
     t0 = 0.0
     for it in range(iterations + 5):
         if it == 5:
+            sync(device)
             t0 = time.perf_counter()
         if pos + BATCH > n:
-            perm, pos = torch.randperm(n, generator=g), 0
+            perm, pos = torch.randperm(n, generator=g).to(device), 0
         idx = perm[pos: pos + BATCH]
         pos += BATCH
         loss = F.cross_entropy(model(splits.train_x[idx]), splits.train_y[idx])
@@ -84,6 +91,7 @@ def plain_loop(model, mask, splits, iterations: int) -> float:
         for p, m in masked:
             p.grad.mul_(m)
         opt.step()
+    sync(device)
     return (time.perf_counter() - t0) / iterations
 
 
@@ -95,7 +103,7 @@ def marginal(run, cfg: TrainConfig) -> float:
     return max(t2 - t1, 1e-9) / cfg.iterations
 
 
-def time_lth(splits, cfg: TrainConfig, seed: int) -> float:
+def time_lth(splits, cfg: TrainConfig, seed: int) -> float:  # train() synchronises: it returns weights
     def run(c: TrainConfig) -> float:
         model, mask = pruned_unit(splits.input_shape, seed)
         t0 = time.perf_counter()
@@ -116,27 +124,30 @@ def time_vmap(splits, cfg: TrainConfig, n: int, seed: int) -> float:
     return marginal(run, cfg) / n
 
 
-def time_eval(splits, precision: str, rounds: int) -> dict[str, float]:
+def time_eval(splits, precision: str, rounds: int, device: str) -> dict[str, float]:
     """Seconds per 1,000 images: the plain NCHW forward at batch 1,000, and lth's evaluation."""
     model, mask = pruned_unit(splits.input_shape, 0)
+    model = model.to(device)
     x = splits.val_x[:1000]
     out: dict[str, float] = {}
     if precision == "fp32":
         model.eval()
         with torch.no_grad():
             model(x)
-            best = min(_timed(lambda: model(x)) for _ in range(rounds))
+            best = min(_timed(lambda: model(x), device) for _ in range(rounds))
         out["plain"] = best
-    engine = make_engine(model, [model.state_dict()], [mask], "cpu", precision)
+    engine = make_engine(model, [model.state_dict()], [mask], device, precision)
     chunks = eval_chunks(engine, x, splits.val_y[:1000], 1000)
     evaluate_many(engine, chunks)
-    out["lth"] = min(_timed(lambda: evaluate_many(engine, chunks)) for _ in range(rounds))
+    out["lth"] = min(_timed(lambda: evaluate_many(engine, chunks), device) for _ in range(rounds))
     return out
 
 
-def _timed(fn) -> float:
+def _timed(fn, device: str) -> float:
+    sync(device)
     t0 = time.perf_counter()
     fn()
+    sync(device)
     return time.perf_counter() - t0
 
 
@@ -164,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--vmap-units", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--test-fraction", type=float, default=None,
                     help="fraction of evaluation points that measure the test split under --test-eval best")
@@ -174,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     frac = test_fraction(args.figure_run) if args.figure_run else args.test_fraction
-    splits = load_splits(args.dataset, args.data_dir, val_size=5000, split_seed=0)
+    splits = load_splits(args.dataset, args.data_dir, val_size=5000, split_seed=0, device=args.device)
     cfg = TrainConfig(iterations=args.iterations, batch_size=BATCH, lr=LR, eval_every=args.iterations * 10)
     # the training arms evaluate at their first and last iteration; small splits keep that fixed
     # cost (subtracted by `marginal` anyway) from dominating the benchmark's run time
@@ -183,15 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     t: dict[str, list[float]] = {}
     for rep in range(args.repeats):  # interleaved, so drifting machine load hits every arm alike
         model, mask = pruned_unit(splits.input_shape, rep)
-        t.setdefault("plain", []).append(plain_loop(model, mask, small, args.iterations))
+        t.setdefault("plain", []).append(plain_loop(model, mask, small, args.iterations, args.device))
         for prec in ("fp32", "bf16"):
             t.setdefault(f"lth_{prec}", []).append(time_lth(small, dataclasses.replace(cfg, precision=prec), rep))
         t.setdefault("vmap", []).append(time_vmap(small, cfg, args.vmap_units, rep))
         print(f"repeat {rep + 1}/{args.repeats}: " + ", ".join(f"{k} {1000 * v[-1]:.1f} ms" for k, v in t.items()),
               flush=True)
     ms = {k: 1000 * min(v) for k, v in t.items()}
-    ev32 = time_eval(splits, "fp32", 3)
-    ev16 = time_eval(splits, "bf16", 3)
+    ev32 = time_eval(splits, "fp32", 3, args.device)
+    ev16 = time_eval(splits, "bf16", 3, args.device)
     ev = {"plain_fp32": ev32["plain"], "lth_fp32": ev32["lth"], "lth_bf16": ev16["lth"]}
 
     def share(train_ms: float, eval_s_per_1000: float, test_frac: float) -> float:
@@ -206,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         shares[name] = {"every": share(tr, e, 1.0)}
         if frac is not None:
             shares[name]["best"] = share(tr, e, frac)
-    result = {"machine": machine_info(), "command": command_line("conv_speed.py", argv),
+    result = {"machine": machine_info(args.device), "device": args.device,
+              "command": command_line("conv_speed.py", argv),
               "dataset": args.dataset, "input_shape": list(splits.input_shape), "iterations": args.iterations,
               "repeats": args.repeats, "ms_per_unit_iteration": ms,
               "all_runs_ms": {k: [1000 * x for x in v] for k, v in t.items()},
