@@ -441,3 +441,17 @@ def test_a_conv_unit_trains_channels_last_and_resumes_exactly(digits, optimizer)
         m.load_state_dict(start)
         runs.append(train(m, mask, digits, short, data_seed=9, policy=policy))
     assert_same_training(*runs, rtol=1e-3, atol=1e-4)  # Adam scales tiny gradient differences up
+
+
+def test_a_conv_unit_evaluates_in_cache_sized_chunks_with_the_same_results(digits):
+    m, mask = equal_count_unit(4, 0.5, "conv2")
+    eng = make_engine(m, [state_of(m)], [mask], "cpu", policy=EnginePolicy(conv_eval_chunk=64))
+    assert eng.eval_chunk_limit == 64
+    assert make_engine(mlp(), [state_of(mlp())], [{}], "cpu", engine="module").eval_chunk_limit is None
+    chunks = eval_chunks(eng, digits.test_x, digits.test_y, 10_000)
+    assert [c[0].shape[0] for c in chunks[:-1]] == [64] * (len(chunks) - 1) and len(chunks) > 2
+    loss, acc = evaluate_many(eng, chunks)
+    whole = make_engine(m, [state_of(m)], [mask], "cpu", policy=EnginePolicy(conv_eval_chunk=100_000))
+    ref_loss, ref_acc = evaluate_many(whole, eval_chunks(whole, digits.test_x, digits.test_y, 10_000))
+    assert acc == ref_acc
+    assert loss == pytest.approx(ref_loss, rel=1e-5)

@@ -53,8 +53,11 @@ class ModuleEngine(Engine):
         self.model.load_state_dict(states[0])
         # Convolutions run in channels-last layout (EnginePolicy.channels_last): the model's 4-D
         # weights are converted once, inputs per batch (a no-op for one-channel images).
-        self.channels_last = ((policy or EnginePolicy()).channels_last
-                              and any(isinstance(m, nn.Conv2d) for m in self.model.modules()))
+        policy = policy or EnginePolicy()
+        convolutional = any(isinstance(m, nn.Conv2d) for m in self.model.modules())
+        self.channels_last = policy.channels_last and convolutional
+        if convolutional:
+            self.eval_chunk_limit = policy.conv_eval_chunk
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         params = dict(self.model.named_parameters())
