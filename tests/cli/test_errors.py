@@ -48,6 +48,16 @@ def test_usage_errors_are_one_line_with_status_2(capsys):
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_inside_a_command_is_one_line_and_handlers_are_restored(monkeypatch, capsys, sig, status):
+    # A test process started in the background by a shell ignores SIGINT; an interactive `lth`
+    # has Python's own handler, which this test needs.
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _signal_inside_a_command(monkeypatch, capsys, sig, status)
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+def _signal_inside_a_command(monkeypatch, capsys, sig, status):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
     def interrupted(args):

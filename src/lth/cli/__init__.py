@@ -21,6 +21,12 @@ status  meaning
 130     interrupted by SIGINT (Ctrl-C); 143: by SIGTERM. Rerun the same command to continue
 ======  ==================================================================================
 
+:func:`main` returns the status. The ``lth`` program (:func:`entry`) exits with it, except after an
+interrupt: having cleaned up and said so, it ends by the signal itself, as a calling shell or
+``make`` expects of a program stopped by Ctrl-C; a shell shows 130 / 143 either way. (Exiting with
+status 130 instead was not reliable: CPython ends a process by SIGINT anyway when the interrupt
+landed inside code it ran from a string, even though lth caught it.)
+
 Signal handlers are installed before anything heavy is imported, so an interrupt at any moment,
 start-up included, prints the one interrupted line. Both signals unwind like Ctrl-C: locks are
 released, and an atomic write cut short leaves only a temporary file, which the next run removes.
@@ -147,6 +153,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _quietly(lambda: signal.signal(signal.SIGINT, sigint))
             if previous is not None:
                 _quietly(lambda: signal.signal(signal.SIGTERM, previous))
+
+
+def entry() -> None:
+    """The ``lth`` program: :func:`main`, then exit with its status, or, after an interrupt, by the
+    signal itself (module docstring)."""
+    status = main()
+    signum = status - 128
+    if signum in (signal.SIGINT, signal.SIGTERM) and _main_thread() and sys.platform != "win32":
+        import os
+
+        _quietly(sys.stdout.flush)
+        _quietly(sys.stderr.flush)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])  # delivered by now unless it was blocked
+    sys.exit(status)
 
 
 def _quietly(action) -> None:
