@@ -38,7 +38,7 @@ from ..training import (
 )
 from ..training.engines.module import LossFn, StepFn
 from .branches import BranchContext, check_branches, get_branch
-from .plan import next_mask
+from .plan import next_mask, source_level
 from .progress import Log, Progress, fmt_seconds
 from .units import UnitKey, UnitSpec
 
@@ -130,10 +130,6 @@ class Experiment:
         ``lottery.rewind_optimizer``, else None (a fresh optimizer)."""
         return self.store.load_rewind_optimizer(trial) if self.cfg.lottery.rewind_optimizer else None
 
-    def source_level(self, level: int) -> int:
-        """The level whose trained ticket level ``level``'s mask is pruned from."""
-        return 0 if self.cfg.lottery.one_shot else level - 1
-
     def level_mask(self, trial: int, level: int) -> Mask:
         """The mask of a level: dense at level 0, else pruned once and stored (masks are nested)."""
         if level == 0:
@@ -147,7 +143,7 @@ class Experiment:
         if mask is not None:
             return mask
         template = self.new_model()
-        source = self.source_level(level)
+        source = source_level(self.cfg, level)
         if self.cfg.lottery.one_shot:
             base, rounds = full_mask(self.prunable_tensors(template)), level
         else:

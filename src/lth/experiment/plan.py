@@ -38,6 +38,12 @@ def layer_rates(model: nn.Module, cfg: ExperimentConfig, names: list[str] | None
     return rates
 
 
+def source_level(cfg: ExperimentConfig, level: int) -> int:
+    """The level whose trained ticket level ``level``'s mask is pruned from: the previous one, or
+    the dense level 0 with ``lottery.one_shot``."""
+    return 0 if cfg.lottery.one_shot else level - 1
+
+
 def global_pool(model: nn.Module, cfg: ExperimentConfig, names: list[str] | None = None) -> list[str]:
     """Layers that share the global threshold (the output layer unless it is left dense:
     ``prune_output = false`` or ``output_rate = 0``)."""

@@ -27,6 +27,7 @@ import torch
 
 from ...config import ConfigError, ExperimentConfig
 from ...pruning import Mask
+from ..plan import source_level
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,8 @@ class BranchContext:
 
     @property
     def source_level(self) -> int:
-        """The level whose trained ticket this level's mask was pruned from: the previous one, or
-        the dense level 0 with ``lottery.one_shot``."""
-        return 0 if self.cfg.lottery.one_shot else self.level - 1
+        """The level whose trained ticket this level's mask was pruned from (:func:`..plan.source_level`)."""
+        return source_level(self.cfg, self.level)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ...pruning import Mask
-from .base import Engine, StackedEngine
+from .base import Engine, StackedEngine, convolutional
 from .mlp import MLPEngine, linear_relu_chain
 from .module import LossFn, ModuleEngine, StepFn
 from .policy import DENSE_ONLY, EnginePolicy
@@ -56,7 +56,7 @@ def max_units(model: nn.Module, device: str | torch.device = "cpu", policy: Engi
     slower: :attr:`EnginePolicy.batch_convolutions_on_cpu`)."""
     policy = policy or EnginePolicy()
     if (torch.device(device).type == "cpu" and not policy.batch_convolutions_on_cpu
-            and any(isinstance(m, nn.Conv2d) for m in model.modules())):
+            and convolutional(model)):
         return 1
     return None if any(c.supports(model, 2) for c in ENGINES.values() if c is not ModuleEngine) else 1
 

@@ -31,6 +31,12 @@ from .policy import EnginePolicy
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def convolutional(model: nn.Module) -> bool:
+    """Whether ``model`` has 2-D convolutions: what decides the channels-last layout, the
+    evaluation chunk and, on the CPU, training units one at a time (:class:`EnginePolicy`)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 class Engine:
     """The interface every engine implements (see the module docstring)."""
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ...pruning import Mask
 from ..precision import autocast
-from .base import DTYPES, Engine
+from .base import DTYPES, Engine, convolutional
 from .policy import EnginePolicy
 
 #: ``loss_fn(logits, targets) -> mean loss`` (default: cross-entropy).
@@ -54,9 +54,9 @@ class ModuleEngine(Engine):
         # Convolutions run in channels-last layout (EnginePolicy.channels_last): the model's 4-D
         # weights are converted once, inputs per batch (a no-op for one-channel images).
         policy = policy or EnginePolicy()
-        convolutional = any(isinstance(m, nn.Conv2d) for m in self.model.modules())
-        self.channels_last = policy.channels_last and convolutional
-        if convolutional:
+        conv = convolutional(self.model)
+        self.channels_last = policy.channels_last and conv
+        if conv:
             self.eval_chunk_limit = policy.conv_eval_chunk
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
