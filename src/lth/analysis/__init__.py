@@ -1,0 +1,3 @@
+"""Studying tickets after (or beside) a run: instability along the line between two trained
+copies (linear mode connectivity) and ticket statistics. Tensors in, numbers out; reads run
+directories through the store and trains through the training loop, never the other way round."""
