@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment import Lottery
     from ..experiment.branches import check_branches
     from ..models import check_fit
-    from ..report import aggregate, text_table
+    from ..report import aggregate, text_table, verdict
     from ..store import RunStore
     from ..training import check_device
 
@@ -160,7 +160,11 @@ def run(args: argparse.Namespace) -> int:
     store = RunStore.open(cfg, root=Path(args.out), run_dir=Path(args.run_dir) if args.run_dir else None)
     with store:
         records = Lottery(cfg, store, splits, log=log).run()
+    rows = aggregate(records)
     print()
-    print(text_table(aggregate(records)), end="")
-    print(f"\nresults: {store.path / 'summary.json'}")
+    print(text_table(rows), end="")
+    print(f"\nresults: {store.path / 'summary.json'} (figures and report.html: lth report {store.path})")
+    if any(r.level == 0 for r in rows):
+        print()
+        print(verdict(rows, store.path.name).text(), end="")
     return 0

@@ -32,8 +32,10 @@ from ..training import (
     TrainResult,
     TrainState,
     UnitInput,
+    describe_machine,
     lr_schedule,
     max_units,
+    software_versions,
     train_many,
 )
 from ..training.engines.module import LossFn, StepFn
@@ -203,13 +205,15 @@ def _checkpoint_record(state: TrainState) -> dict[str, Any]:
     }
 
 
-def result_record(spec: UnitSpec, outcome: TrainResult | TrainingDiverged) -> UnitRecord:
+def result_record(spec: UnitSpec, outcome: TrainResult | TrainingDiverged, device: str = "cpu") -> UnitRecord:
     """A unit's record: its numbers are derived from its evaluations by the same rule that checks
     them when the run directory is read (:meth:`lth.store.UnitRecord.metrics_problem`); with them
-    how the unit started (iteration, learning-rate schedule, optimizer)."""
+    how the unit started (iteration, learning-rate schedule, optimizer) and where it trained
+    (``device``'s machine, the software versions)."""
     key, mask = spec.key, spec.mask
     start = {"start_iteration": spec.start_step, "lr_schedule": spec.lr,
-             "optimizer_start": "fresh" if spec.start_optimizer is None else "rewound"}
+             "optimizer_start": "fresh" if spec.start_optimizer is None else "rewound",
+             "machine": describe_machine(device), "software": software_versions()}
     if isinstance(outcome, TrainingDiverged):
         return UnitRecord(key.trial, key.level, key.branch, density(mask), "failed", error=str(outcome), **start)
     return UnitRecord.from_metrics(key.trial, key.level, key.branch, density(mask),
@@ -351,7 +355,7 @@ class Lottery:
         return [self._finish(s, o, lab) for s, o, lab in zip(specs, outcomes, labels)]
 
     def _finish(self, spec: UnitSpec, outcome: TrainResult | TrainingDiverged, label: str) -> UnitRecord:
-        record = result_record(spec, outcome)
+        record = result_record(spec, outcome, self.cfg.runtime.device)
         if isinstance(outcome, TrainResult):
             own = get_branch(spec.key.branch).own_mask and spec.key.level > 0
             self.store.finish_unit(record, metrics=[h.to_dict() for h in outcome.history],

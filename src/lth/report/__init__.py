@@ -1,6 +1,9 @@
-"""Reports over a run directory (read-only): tables and the paper's figures."""
+"""Reports over run directories (read-only): tables, the paper's figures, the verdict and a
+self-contained HTML report."""
 
+from .bundle import ReportFiles, write_report
 from .figures import plot
+from .runs import RunData, load_run
 from .tables import (
     DamagedUnitsWarning,
     ReportError,
@@ -12,6 +15,7 @@ from .tables import (
     report,
     text_table,
 )
+from .verdict import Verdict, verdict
 
-__all__ = ["DamagedUnitsWarning", "ReportError", "Row", "Stat", "aggregate", "load_records", "markdown_table",
-           "plot", "report", "text_table"]
+__all__ = ["DamagedUnitsWarning", "ReportError", "ReportFiles", "Row", "RunData", "Stat", "Verdict", "aggregate",
+           "load_records", "load_run", "markdown_table", "plot", "report", "text_table", "verdict", "write_report"]

@@ -11,7 +11,8 @@ _KINDS = {"trial": "count", "level": "count", "branch": "str", "weights_remainin
           "early_stop_iteration": "count", "early_stop_test_accuracy": "real", "early_stop_val_accuracy": "real",
           "min_val_loss": "real", "final_test_accuracy": "real", "final_val_loss": "real",
           "final_iteration": "count", "train_seconds": "real", "error": "str",
-          "start_iteration": "count", "lr_schedule": "str", "optimizer_start": "str"}
+          "start_iteration": "count", "lr_schedule": "str", "optimizer_start": "str",
+          "machine": "str", "software": "str"}
 _KIND_NAMES = {"count": "an integer >= 0", "real": "a number", "str": "a string"}
 
 
@@ -54,6 +55,12 @@ class UnitRecord:
     start_iteration: int | None = None
     lr_schedule: str | None = None
     optimizer_start: str | None = None
+    # Where the unit trained (absent from older records): the processor or GPU model and the
+    # number of logical CPUs, and the versions of lth, torch and Python
+    # (lth.training.device.describe_machine / software_versions). A resumed unit names the machine
+    # that finished it.
+    machine: str | None = None
+    software: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -78,7 +85,8 @@ class UnitRecord:
                      **start: Any) -> UnitRecord:
         """The record of a unit that finished training, from its evaluations (``metrics.jsonl``
         lines): early stop at the minimum validation loss, the first one on ties (paper App. B).
-        ``start``: ``start_iteration``, ``lr_schedule``, ``optimizer_start``."""
+        ``start``: ``start_iteration``, ``lr_schedule``, ``optimizer_start`` (and ``machine``,
+        ``software``)."""
         return cls(trial, level, branch, weights_remaining, "ok", **summarize_metrics(metrics),
                    train_seconds=train_seconds, **start)
 

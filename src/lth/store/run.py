@@ -481,6 +481,22 @@ class RunStore:
             return None
         return self._unit_file(trial, level, branch, MASK)
 
+    def load_metrics(self, trial: int, level: int, branch: str) -> list[dict[str, Any]]:
+        """A finished unit's evaluations (its ``metrics.jsonl`` lines, in iteration order), checked
+        against its record; a :class:`DamagedFileError` if the file is not the recorded one."""
+        udir = self.unit_dir(trial, level, branch)
+        files = self._unit_files(trial, level, branch)
+        if METRICS not in files:
+            raise DamagedFileError(udir / METRICS, "is not among the files its unit's result.json records",
+                                   RERUN_FIX)
+        problem = self._digests.problem(udir / METRICS, files[METRICS])
+        if problem is not None:
+            raise DamagedFileError(udir / METRICS, problem, RERUN_FIX)
+        try:
+            return [json.loads(line) for line in (udir / METRICS).read_text().splitlines()]
+        except (OSError, ValueError) as e:
+            raise DamagedFileError(udir / METRICS, f"cannot be read ({type(e).__name__})", RERUN_FIX) from None
+
     def load_final(self, trial: int, level: int, branch: str) -> dict[str, torch.Tensor]:
         """A finished unit's trained weights, checked against its record."""
         return self._unit_file(trial, level, branch, FINAL)

@@ -2,7 +2,7 @@
 chosen by capability (:mod:`lth.training.engines`), with its schedules, optimizers, evaluation
 and resumable state."""
 
-from .device import check_device
+from .device import check_device, describe_machine, software_versions
 from .engines import ENGINES, EnginePolicy, make_engine, max_units
 from .evaluation import needs_test
 from .loop import UnitInput, train, train_many
@@ -19,7 +19,8 @@ from .state import (
     restore_rng,
 )
 
-__all__ = ["ENGINES", "LR_SCHEDULES", "check_device", "DirectFusedAdam", "EnginePolicy", "EvalPoint",
+__all__ = ["ENGINES", "LR_SCHEDULES", "check_device", "describe_machine", "software_versions", "DirectFusedAdam",
+           "EnginePolicy", "EvalPoint",
            "TrainResult", "TrainState", "TrainingDiverged", "UnitInput", "autocast", "capture_rng",
            "denormals_flushed", "epoch_permutation", "iterations_per_epoch", "learning_rate", "lr_schedule",
            "make_engine", "make_optimizer", "mask_optimizer_state", "max_units", "needs_test", "restore_rng",

@@ -1,0 +1,87 @@
+"""``lth report`` as a user runs it: the table and verdict printed, the report files written, and
+bad input refused in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lth.cli import main
+from tests.report.test_bundle import FIGURES, make_run, png_size
+
+pytest.importorskip("matplotlib")
+
+
+def lth(capsys, *args):
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_report_prints_the_table_and_verdict_and_writes_the_report_into_the_run_directory(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    code, out, err = lth(capsys, "report", str(run))
+    assert code == 0, err
+    assert out.splitlines()[0].split()[:3] == ["level", "weights", "%"]
+    assert "run: winning tickets found down to 80% of weights (level 1)" in out
+    assert err.strip() == f"report: {run / 'report' / 'report.html'}"
+    for stem in FIGURES:
+        assert png_size(run / "report" / f"{stem}.png") == (640, 420)
+        assert (run / "report" / f"{stem}.svg").exists()
+    code, out, err = lth(capsys, "verify", str(run))
+    assert code == 0, out + err  # the report folder is not the run's business
+
+
+def test_json_output_stays_the_rows_alone(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    code, out, _ = lth(capsys, "report", str(run), "--format", "json", "--no-files")
+    rows = json.loads(out)
+    assert [(r["level"], r["branch"]) for r in rows][:3] == [(0, "dense"), (1, "ticket"), (1, "reinit")]
+    assert not (run / "report").exists()
+
+
+def test_several_run_directories_print_each_and_share_one_report(tmp_path, capsys):
+    a, b = make_run(tmp_path / "a", "alpha"), make_run(tmp_path / "b", "beta", -0.02)
+    code, out, err = lth(capsys, "report", str(a), str(b), "--out", str(tmp_path / "both"))
+    assert code == 0, err
+    assert "\na: winning tickets found" in out and "\nb: " in out
+    assert (tmp_path / "both" / "report.html").exists() and not (a / "report").exists()
+
+
+def test_the_tolerance_moves_the_verdict(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    _, out, _ = lth(capsys, "report", str(run), "--no-files", "--tolerance", "2.5")
+    assert "winning tickets found down to 51.2% of weights (level 3)" in out
+    assert "less a tolerance of 2.5 points" in out
+
+
+def test_curve_levels_choose_the_curves_drawn(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    code, _, err = lth(capsys, "report", str(run), "--curve-levels", "0,3", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    assert png_size(tmp_path / "o" / f"curves_{run.name}.png") == (1100, 400)
+
+
+@pytest.mark.parametrize("args, words, status", [
+    (["--curve-levels", "0,7"], ["level(s) 7", "choose from 0, 1, 2, 3"], 6),
+    (["--curve-levels", "a,b"], ["not a comma-separated list of levels"], 2),
+    (["--tolerance", "-1"], ["percentage points >= 0"], 2),
+    (["--tolerance", "nan"], ["percentage points >= 0"], 2),
+    (["SECOND"], ["2 run directories: give --out DIR"], 6),
+])
+def test_bad_input_is_one_line(tmp_path, capsys, args, words, status):
+    run = make_run(tmp_path / "run")
+    args = [str(run) if a == "SECOND" else a for a in args]
+    code, _, err = lth(capsys, "report", str(run), *args)
+    assert code == status and err.startswith("lth: error:") and err.count("\n") == 1, err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
+    code, _, err = lth(capsys, "report", str(tmp_path))
+    assert code == 6 and err.count("\n") == 1 and "not an lth run directory" in err
