@@ -85,3 +85,20 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, words, status):
 def test_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
     code, _, err = lth(capsys, "report", str(tmp_path))
     assert code == 6 and err.count("\n") == 1 and "not an lth run directory" in err
+
+
+def test_the_report_of_a_run_trained_in_the_test_holds_its_figures_tables_and_curves(tmp_path, capsys):
+    code, out, err = lth(capsys, "run", "--preset", "digits-quick", "--trials", "2", "--levels", "2",
+                         "--iterations", "120", "--eval-every", "20", "--threads", "1", "--out", str(tmp_path))
+    assert code == 0, err
+    run = next(tmp_path.glob("digits-quick-*"))
+    assert out.rstrip().splitlines()[-1].startswith("  best ticket level:")  # lth run ends with the verdict
+    code, out, err = lth(capsys, "report", str(run))
+    assert code == 0, err
+    report = run / "report"
+    assert png_size(report / f"curves_{run.name}.png") == (1100, 400)
+    assert (report / "results.csv").read_text().count("\n") == 1 + 1 + 2 * 3  # header, dense, 2 levels x 3
+    units = (report / "units.csv").read_text().splitlines()
+    assert len(units) == 1 + 2 * 7 and all("logical CPUs" in u and "torch" in u for u in units[1:])
+    page = (report / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4 and "digits-quick" in page
