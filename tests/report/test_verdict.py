@@ -117,3 +117,12 @@ def test_a_mean_equal_to_the_bar_as_fractions_is_at_it_despite_float_rounding():
     assert ticket.early_stop_test_accuracy.mean != rows[0].early_stop_test_accuracy.lo  # rounding differs
     v = verdict(rows, "r")
     assert v.found and v.controls[0].first_below is None
+
+
+def test_early_stops_at_the_last_evaluation_are_flagged_as_saying_nothing_about_speed():
+    recs = [rec(t, lv, b, 0.95, it=1000) for t in range(2) for lv in (0, 1) for b in ("ticket", "reinit")
+            if lv or b == "ticket"]
+    v = verdict(aggregate(recs), "r")
+    assert v.speedup_vs_dense == 1.0
+    assert any("too short for the early-stop iteration to measure speed" in n for n in v.notes)
+    assert not verdict(run(TICKET, REINIT), "r").notes  # early stops before the end: no such note

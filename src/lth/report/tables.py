@@ -45,6 +45,7 @@ class Row:
     final_test_accuracy: Stat
     trials: int
     failed: int
+    final_iteration: int | None = None  # the last evaluation's iteration (the latest over trials)
 
 
 class DamagedUnitsWarning(UserWarning):
@@ -94,6 +95,7 @@ def aggregate(records: Iterable[UnitRecord | dict[str, Any]]) -> list[Row]:
             final_test_accuracy=Stat.of([100 * r.final_test_accuracy for r in ok]),
             trials=len(ok),
             failed=len(rs) - len(ok),
+            final_iteration=max((r.final_iteration for r in ok if r.final_iteration is not None), default=None),
         ))
     return rows
 

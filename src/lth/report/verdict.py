@@ -180,6 +180,11 @@ def verdict(rows: list[Row], run: str = "run", tolerance: float = 0.0) -> Verdic
         reinit = next((r for r in by_branch.get("reinit", []) if r.level == best.level), None)
         if reinit is not None:
             vs_reinit = _ratio(reinit.early_stop_iteration.mean, es)
+        at_end = [r for r in (dense, best, reinit) if r is not None and r.final_iteration is not None
+                  and r.early_stop_iteration.lo >= r.final_iteration]
+        if len(at_end) == len([r for r in (dense, best, reinit) if r is not None]):
+            notes.append("every unit compared stops at its last evaluation: the schedule is too short for the "
+                         "early-stop iteration to measure speed")
     return Verdict(run=run, dense=dense.early_stop_test_accuracy, tolerance=tolerance, pruned_levels=len(tickets),
                    match_down_to=match_down_to, first_miss=first_miss, later_matches=tuple(later),
                    controls=tuple(controls), best=best, speedup_vs_dense=vs_dense, speedup_vs_reinit=vs_reinit,
