@@ -69,6 +69,9 @@ class TensorBoardProgress(ProgressSink):
     def unit_finished(self, key: UnitKey, record: UnitRecord) -> None:
         self._close(key)
 
+    def run_finished(self, records: list[UnitRecord]) -> None:
+        self.close()
+
     def close(self) -> None:
         for key in list(self.writers):
             self._close(key)
