@@ -8,6 +8,7 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -41,41 +42,53 @@ def final_output(run_dir: Path) -> str:
     return text_table(aggregate(records)) + f"\nresults: {run_dir / 'summary.json'}\n"
 
 
-def run_in_terminal(args: list[str], cwd: Path, timeout: float = 300) -> tuple[int, str, str]:
-    """`lth` with its standard output a pseudo-terminal 120 columns wide; (status, terminal bytes
-    as text, stderr)."""
-    main_fd, child_fd = os.openpty()
-    env = _env(COLUMNS="120", LINES="40", TERM="xterm")
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "lth", *args], cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=child_fd, stderr=subprocess.PIPE, env=env)
-    os.close(child_fd)
-    out = bytearray()
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline:
-            ready, _, _ = select.select([main_fd], [], [], 1.0)
+class Terminal:
+    """`lth` with its standard output a pseudo-terminal 120 columns wide (stderr a pipe)."""
+
+    def __init__(self, args: list[str], cwd: Path):
+        self.fd, child_fd = os.openpty()
+        env = _env(COLUMNS="120", LINES="40", TERM="xterm")
+        env.pop("NO_COLOR", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "lth", *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                                     stdout=child_fd, stderr=subprocess.PIPE, env=env,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        os.close(child_fd)
+        self.out = bytearray()
+
+    def read(self, until=lambda text: False, timeout: float = 300) -> str:
+        """What the terminal has shown, read until ``until(text)`` or the program closes it."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and not until(self.text):
+            ready, _, _ = select.select([self.fd], [], [], 1.0)
             if not ready:
-                if proc.poll() is not None:
-                    break
                 continue
             try:
-                chunk = os.read(main_fd, 65536)
-            except OSError:  # EIO: the child closed the terminal
+                chunk = os.read(self.fd, 65536)
+            except OSError:  # EIO: the program has closed the terminal
                 break
             if not chunk:
                 break
-            out += chunk
-        err = proc.stderr.read().decode()
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
-        os.close(main_fd)
-    return proc.returncode, out.decode(errors="replace"), err
+            self.out += chunk
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return self.out.decode(errors="replace")
+
+    def finish(self) -> tuple[int, str, str]:
+        """(status, all the terminal showed, stderr) once the program has ended."""
+        try:
+            self.read()
+            err = self.proc.stderr.read().decode()
+            self.proc.wait(timeout=60)
+        finally:
+            self.proc.kill()
+            os.close(self.fd)
+        return self.proc.returncode, self.text, err
 
 
 def test_on_a_terminal_run_shows_a_live_display_then_the_table(tmp_path):
-    code, out, err = run_in_terminal([*ARGS, "--out", str(tmp_path / "runs")], cwd=tmp_path)
+    code, out, err = Terminal([*ARGS, "--out", str(tmp_path / "runs")], cwd=tmp_path).finish()
     assert code == 0, err
     assert err == ""
     assert "\x1b[" in out, "a live display redraws lines with escape sequences"
@@ -86,6 +99,17 @@ def test_on_a_terminal_run_shows_a_live_display_then_the_table(tmp_path):
     assert text.count("] done: early stop at it") == 4 and "training from iteration" not in text
     run_dir = next((tmp_path / "runs").iterdir())
     assert text.endswith("\n\n" + final_output(run_dir)), text[-600:]
+
+
+def test_ctrl_c_ends_the_display_then_says_so_in_one_line(tmp_path):
+    long = [a if a != "40" else "100000" for a in ARGS]  # still training when interrupted
+    term = Terminal([*long, "--out", str(tmp_path)], cwd=tmp_path)
+    term.read(until=lambda text: "it " in ANSI.sub("", text) and "val_loss" in text)
+    term.proc.send_signal(signal.SIGINT)
+    code, out, err = term.finish()
+    assert code == -signal.SIGINT, err  # ended by the signal itself, as without the display
+    assert err.strip().splitlines() == ["lth: interrupted; rerun the same command to continue"], err
+    assert out.rstrip().endswith("\x1b[?25h"), "the display gave the terminal its cursor back"
 
 
 def test_into_a_pipe_run_writes_the_plain_lines(tmp_path):
@@ -179,7 +203,7 @@ def test_live_display_shows_the_run_and_each_training_unit(monkeypatch):
     shown = ANSI.sub("", screen.getvalue())
     assert "run directory x" in shown
     assert "[trial 1/1 level 1/2 ticket       80.00% weights] resuming from checkpoint at iteration 300" in shown
-    assert "units 1/5" in shown
+    assert "units 1/5" in shown and "trial 1/1 level 1/2 ticket       80.00% ━" in shown  # a row per unit
     assert "it    500/1000 val_loss 0.1234 val_acc 95.12% test_acc 94.00%" in shown
     rows = [row for row in re.split(r"[\r\n]", shown) if "reinit" in row and "500/1000" in row]
     assert rows and all("val_loss 0.2345 val_acc 90.12%" in r and "test_acc" not in r for r in rows)
@@ -193,7 +217,7 @@ def test_live_display_shows_the_run_and_each_training_unit(monkeypatch):
     mark = len(screen.getvalue())
     live.bars.refresh()
     now = ANSI.sub("", screen.getvalue()[mark:])
-    assert "units 2/5" in now and "ticket       80.00% weights] ━" not in now and "reinit" in now
+    assert "units 2/5" in now and "ticket" not in now and "trial 1/1 level 1/2 reinit       80.00% ━" in now
     assert "ticket       80.00% weights] done: early stop at it 500, test acc there 94.00%, final 93.00% (3s)" in (
         ANSI.sub("", screen.getvalue()))
     live.run_finished([])

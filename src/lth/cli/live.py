@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.progress import BarColumn, ProgressColumn, Task, TaskID, TextColumn
 from rich.progress import Progress as Bars
+from rich.table import Column
 from rich.text import Text
 
 from ..experiment.progress import Progress, ProgressSink, StartingUnit, done_line, fmt_seconds
@@ -29,7 +30,7 @@ class _Status(ProgressColumn):
     """The text right of a bar: the whole run's elapsed time and ETA, or a unit's metrics."""
 
     def __init__(self, live: LiveProgress):
-        super().__init__()
+        super().__init__(table_column=Column(no_wrap=True, overflow="ellipsis"))  # one line per unit
         self.live = live
 
     def render(self, task: Task) -> Text:
@@ -59,7 +60,7 @@ class LiveProgress(ProgressSink):
         self.progress = progress
         self.finished_units = progress.finished_units
         # stderr joins the display only where it is the same terminal (a file keeps its warnings)
-        self.bars = Bars(TextColumn("{task.description}", markup=False), BarColumn(bar_width=24), _Status(self),
+        self.bars = Bars(TextColumn("{task.description}", markup=False), BarColumn(bar_width=16), _Status(self),
                          console=self.console, refresh_per_second=self.refresh_per_second,
                          redirect_stderr=_is_tty(sys.stderr))
         self.overall_total = max(progress.todo_iters, 1)
@@ -70,13 +71,16 @@ class LiveProgress(ProgressSink):
         p, bars = self._require()
         for u in units:
             label = p.unit_label(u.key, u.weights)
+            L = p.cfg.lottery  # the display's row: the label without brackets and "weights"
+            row = (f"trial {u.key.trial + 1}/{L.trials} level {u.key.level}/{L.levels} {u.key.branch:<11} "
+                   f"{100 * u.weights:6.2f}%")
             if u.resumed:
                 self.message(f"{label} resuming from checkpoint at iteration {u.iteration}")
             tested = [q for q in u.history if q.test_accuracy is not None]
             if tested:
                 self.tested[u.key] = tested[-1]
             last = u.history[-1] if u.history else None
-            task = bars.add_task(label, total=max(p.cfg.train.iterations - u.iteration, 1),
+            task = bars.add_task(row, total=max(p.cfg.train.iterations - u.iteration, 1),
                                  status=self._unit_status(u.key, last, u.iteration))
             self.units[u.key] = (task, label, u.iteration)
             self.latest[u.key] = u.iteration
