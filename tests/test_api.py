@@ -102,6 +102,23 @@ def test_embedding_and_layernorm_are_not_pruned_and_patterns_choose_the_rest(tmp
     assert lth.density(only_body.mask(1)) == pytest.approx(0.8, abs=0.01)
 
 
+def test_progress_goes_to_the_given_sink_instead_of_log(tmp_path):
+    from lth.experiment import ProgressSink
+
+    class Seen(ProgressSink):
+        def __init__(self):
+            self.evaluations = []
+
+        def evaluated(self, key, point):
+            self.evaluations.append((key.level, point.iteration))
+
+    data = [_tokens(n, i) for i, n in enumerate((300, 100, 100))]
+    seen, lines = Seen(), []
+    lth.find_tickets(TokenModel, *data, levels=1, trials=1, iterations=40, eval_every=20, branches=["ticket"],
+                     out=tmp_path, log=lines.append, progress=seen)
+    assert seen.evaluations == [(0, 0), (0, 20), (0, 40), (1, 0), (1, 20), (1, 40)] and lines == []
+
+
 def test_custom_loss_and_training_step_are_used(tmp_path, digits):
     s = digits
     seen = {"loss": 0, "step": 0}

@@ -33,7 +33,7 @@ from torch import nn
 
 from .config import ConfigError, ExperimentConfig, apply_overrides, config_hash
 from .data import Splits
-from .experiment import Experiment, Lottery
+from .experiment import Experiment, Lottery, ProgressSink
 from .experiment.units import UnitKey
 from .models import prunable_parameters
 from .pruning import Mask
@@ -164,6 +164,7 @@ def find_tickets(
     run_dir: str | Path | None = None,
     device: str | None = None,
     log: Callable[[str], None] | None = print,
+    progress: ProgressSink | None = None,
 ) -> TicketSearch:
     """Run the lottery-ticket protocol (IMP with reset or rewinding, the branches' controls, several
     trials, early stopping on ``val``) on ``model_factory()``'s architecture and the given data.
@@ -177,7 +178,10 @@ def find_tickets(
     factory's own, drawn under a seed per trial and purpose) or ``"lth"``
     (:func:`lth.models.initialize`, Glorot normal unless the model says otherwise).
     ``loss_fn(logits, y)`` and ``step_fn(model, x, y) -> loss`` customise training (they run one
-    unit at a time on the module engine). Returns a :class:`TicketSearch`.
+    unit at a time on the module engine). Progress goes to ``log`` as plain lines (``None``:
+    silent), or to ``progress`` when given: any :class:`lth.experiment.ProgressSink`, e.g.
+    ``Sinks(PlainProgress(print), TensorBoardProgress("tb"))`` for the lines and every unit's
+    curves in TensorBoard. Returns a :class:`TicketSearch`.
     """
     cfg = config if config is not None else ExperimentConfig()
     d = cfg.to_dict()
@@ -224,7 +228,7 @@ def find_tickets(
         atomic_write_json(stamp, {"fingerprint": fp})
         exp = Experiment(cfg, store, splits.input_shape, classes, model_factory=model_factory,
                          prunable=rule, init=init)
-        lottery = Lottery(cfg, store, splits, log=log or (lambda s: None), experiment=exp,
+        lottery = Lottery(cfg, store, splits, log=log or (lambda s: None), progress=progress, experiment=exp,
                           loss_fn=loss_fn, step_fn=step_fn)
         records = lottery.run()
     return TicketSearch(store.path, records, exp)

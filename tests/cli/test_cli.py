@@ -117,10 +117,11 @@ def test_lenet_on_real_mnist_through_the_cli(tmp_path, shared_data):
     dense = next(s for s in summary if s["level"] == 0)
     assert dense["early_stop_test_accuracy"] > 0.93  # 600 iterations of Adam on MNIST
     assert {round(s["weights_remaining"], 4) for s in summary} == {1.0, 0.8004, 0.6406}
-    # the table printed at the end and `lth report` agree
-    rep = lth("report", str(run_dir), cwd=tmp_path)
+    # the table and verdict printed at the end and `lth report`'s agree
+    rep = lth("report", str(run_dir), "--no-files", cwd=tmp_path)
     assert rep.returncode == 0
-    assert rep.stdout.strip() in r.stdout
+    table, verdict = rep.stdout.split("\n\n", 1)
+    assert table.strip() in r.stdout and verdict.strip() in r.stdout and "winning ticket" in verdict
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ def finished(tmp_path_factory):
 
 
 def report_rows(capsys, run_dir: Path) -> tuple[int, list[dict], str]:
-    code, out, err = lth(capsys, "report", str(run_dir), "--format", "json")
+    code, out, err = lth(capsys, "report", str(run_dir), "--format", "json", "--no-files")
     return code, (json.loads(out) if code == 0 else []), err
 
 

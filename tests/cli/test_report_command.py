@@ -28,7 +28,7 @@ def test_report_prints_the_table_and_verdict_and_writes_the_report_into_the_run_
     assert code == 0, err
     assert out.splitlines()[0].split()[:3] == ["level", "weights", "%"]
     assert "run: winning tickets found down to 80% of weights (level 1)" in out
-    assert err.strip() == f"report: {run / 'report' / 'report.html'}"
+    assert out.splitlines()[-1] == f"report: {run / 'report' / 'report.html'}" and err == ""
     for stem in FIGURES:
         assert png_size(run / "report" / f"{stem}.png") == (640, 420)
         assert (run / "report" / f"{stem}.svg").exists()
@@ -92,7 +92,9 @@ def test_the_report_of_a_run_trained_in_the_test_holds_its_figures_tables_and_cu
                          "--iterations", "120", "--eval-every", "20", "--threads", "1", "--out", str(tmp_path))
     assert code == 0, err
     run = next(tmp_path.glob("digits-quick-*"))
-    assert out.rstrip().splitlines()[-1].startswith("  best ticket level:")  # lth run ends with the verdict
+    tail = out[out.index("\nresults: "):].splitlines()[3:]  # lth run ends with the verdict
+    assert tail[0].startswith(f"{run.name}: ") and "winning ticket" in tail[0]
+    assert all(line.startswith("  ") for line in tail[1:]) and any("best ticket level" in t for t in tail)
     code, out, err = lth(capsys, "report", str(run))
     assert code == 0, err
     report = run / "report"

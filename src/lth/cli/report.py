@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "and a self-contained report.html. Several run directories share the figures' axes.")
     rep.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     rep.add_argument("--format", choices=("text", "markdown", "json"), default="text",
-                     help="how the table is printed (json: the rows only, no verdict)")
+                     help="how the table is printed (json: the rows alone, without the verdict and the report's path)")
     rep.add_argument("--out", type=Path, metavar="DIR",
                      help="folder for the report files (default: RUN_DIR/report; required with several run "
                      "directories)")
@@ -54,8 +54,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from ..report import ReportError, load_run, markdown_table, text_table, verdict, write_report
     from ..report.figures import printable
     from .common import lth_warnings
@@ -85,5 +83,6 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or args.run_dirs[0] / "report"
     files = write_report(runs, out, tolerance=args.tolerance, curve_levels=args.curve_levels,
                          figures=not args.no_figures)
-    print(f"report: {printable(files.html)}", file=sys.stderr)
+    if args.format != "json":  # stdout stays one JSON document
+        print(f"report: {printable(files.html)}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from ..config import ExperimentConfig, apply_overrides, config_hash
@@ -69,7 +70,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--deterministic", action="store_true", default=None,
                      help="use PyTorch's deterministic algorithms (for bit-reproducible GPU runs; "
                      "CPU runs are deterministic already)")
-    run.add_argument("--quiet", action="store_true", help="print only the final table")
+    run.add_argument("--quiet", action="store_true",
+                     help="print only errors and the final results table: no progress or log lines")
+    run.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
+                     help="also write every unit's curves (val_loss, val_accuracy, test_accuracy, "
+                     "test_loss, train_loss, lr at each evaluation) as TensorBoard event files, one "
+                     "TensorBoard run per unit (trial_T/level_L/BRANCH) under DIR (default: "
+                     "<run directory>/tensorboard). Needs the tensorboard package: "
+                     "pip install 'lth[tensorboard]'")
     run.add_argument("--dry-run", action="store_true",
                      help="print the resolved configuration and run directory, then exit")
 
@@ -125,12 +133,35 @@ def check_fits_data(cfg: ExperimentConfig, n_train: int) -> None:
                           f"examples of {cfg.data.dataset} (after the validation split); use at most {n_train}")
 
 
+def progress_display(quiet: bool):
+    """How ``lth run`` shows its progress (a :class:`lth.experiment.ProgressSink`): nothing with
+    ``--quiet``; a live display (rich) when standard output is a terminal that can redraw lines;
+    else plain lines, as in a log file."""
+    from ..experiment.progress import PlainProgress, ProgressSink  # torch: not at argument parsing
+
+    if quiet:
+        return ProgressSink()
+    if _isatty(sys.stdout) and os.environ.get("TERM", "") not in ("dumb", "unknown"):
+        from .live import LiveProgress  # rich is imported only for a terminal
+
+        return LiveProgress()
+    return PlainProgress(lambda s: print(s, flush=True))
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import dataset_info, load_splits
-    from ..experiment import Lottery
+    from ..experiment import Lottery, Sinks
     from ..experiment.branches import check_branches
+    from ..experiment.tensorboard import TensorBoardProgress, require_tensorboard
     from ..models import check_fit
     from ..report import aggregate, text_table, verdict
     from ..store import RunStore
@@ -143,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
     check_device(cfg.runtime.device)
     info = dataset_info(cfg.data.dataset)  # the data set's name and the model's fit: no data read yet
     check_fit(cfg.model.name, info.input_shape, info.num_classes, info.name)
+    if args.tensorboard is not None:
+        require_tensorboard("--tensorboard")  # before any data is read or work is done
     if args.dry_run:
         print(json.dumps(cfg.to_dict(), indent=2))
         print(f"run directory: {args.run_dir or Path(args.out) / f'{cfg.name}-{config_hash(cfg)}'}")
@@ -151,17 +184,32 @@ def run(args: argparse.Namespace) -> int:
         # cuBLAS needs a fixed workspace for deterministic results (PyTorch reproducibility notes).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     splits = load_splits(cfg.data.dataset, args.data_dir, val_size=cfg.data.val_size,
                          split_seed=cfg.data.split_seed, device=cfg.runtime.device)
     check_fits_data(cfg, len(splits.train_y))  # before the run directory exists
-    log(f"data {cfg.data.dataset}: {len(splits.train_y)} train / {len(splits.val_y)} validation / "
-        f"{len(splits.test_y)} test; model {cfg.model.name}; device {cfg.runtime.device}")
-    store = RunStore.open(cfg, root=Path(args.out), run_dir=Path(args.run_dir) if args.run_dir else None)
-    with store:
-        records = Lottery(cfg, store, splits, log=log).run()
+    display = progress_display(args.quiet)
+    sink = display
+    # The display ends (a terminal gets its cursor back) before any error line or the table.
+    try:
+        display.message(f"data {cfg.data.dataset}: {len(splits.train_y)} train / {len(splits.val_y)} validation / "
+                        f"{len(splits.test_y)} test; model {cfg.model.name}; device {cfg.runtime.device}")
+        store = RunStore.open(cfg, root=Path(args.out), run_dir=Path(args.run_dir) if args.run_dir else None)
+        with store:
+            if args.tensorboard is not None:
+                board = Path(args.tensorboard) if args.tensorboard else store.path / "tensorboard"
+                sink = Sinks(display, TensorBoardProgress(board))
+            records = Lottery(cfg, store, splits, progress=sink).run()
+    except BaseException:
+        try:
+            sink.close()
+        except Exception:  # the error or interrupt already on its way is the one to report
+            pass
+        raise
+    sink.close()
+    # Whatever follows is the run's result: printed under --quiet too.
+    if not args.quiet:
+        print()
     rows = aggregate(records)
-    print()
     print(text_table(rows), end="")
     print(f"\nresults: {store.path / 'summary.json'} (figures and report.html: lth report {store.path})")
     if any(r.level == 0 for r in rows):

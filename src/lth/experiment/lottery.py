@@ -41,7 +41,7 @@ from ..training import (
 from ..training.engines.module import LossFn, StepFn
 from .branches import BranchContext, check_branches, get_branch
 from .plan import next_mask, source_level
-from .progress import Log, Progress, fmt_seconds
+from .progress import Log, PlainProgress, Progress, ProgressSink, StartingUnit, fmt_seconds
 from .units import UnitKey, UnitSpec
 
 
@@ -221,18 +221,25 @@ def result_record(spec: UnitSpec, outcome: TrainResult | TrainingDiverged, devic
 
 
 class Lottery:
-    """Runs an experiment's units level by level, in groups that train together."""
+    """Runs an experiment's units level by level, in groups that train together.
+
+    What it does is reported to the sink ``progress`` (:class:`~lth.experiment.progress.ProgressSink`:
+    units starting, evaluations, units finishing, messages), kept as ``self.sink``; by default
+    plain lines through ``log`` (:class:`~lth.experiment.progress.PlainProgress`). ``log`` is not
+    used when ``progress`` is given. Closing the sink is the caller's."""
 
     def __init__(self, cfg: ExperimentConfig, store: RunStore, splits: Splits, *, log: Log = print,
+                 progress: ProgressSink | None = None,
                  experiment: Experiment | None = None, loss_fn: LossFn | None = None,
                  step_fn: StepFn | None = None):
         self.cfg = cfg
         self.store = store
         self.splits = splits
-        self.log = log
+        self.sink = progress if progress is not None else PlainProgress(log)
+        self.log: Log = self.sink.message
         self.exp = experiment or Experiment(cfg, store, splits.input_shape, splits.num_classes)
-        self.exp.log = log
-        store.log = log
+        self.exp.log = self.log
+        store.log = self.log
         self.loss_fn = loss_fn
         self.step_fn = step_fn
         custom = loss_fn is not None or step_fn is not None  # runs on the one-unit module engine
@@ -310,23 +317,17 @@ class Lottery:
                     progress: Progress) -> list[UnitRecord]:
         """Train units that start (or resume) at the same iteration as one computation."""
         cfg, store = self.cfg, self.store
-        labels = [progress.unit_label(s.key, density(s.mask)) for s in specs]
-        for spec, label, resume in zip(specs, labels, resumes):
+        for spec in specs:
             store.unit_dir(spec.key.trial, spec.key.level, spec.key.branch).mkdir(parents=True, exist_ok=True)
-            self.log(f"{label} resuming from checkpoint at iteration {resume.step}" if resume is not None
-                     else f"{label} training from iteration {spec.start_step}")
+        self.sink.units_started([
+            StartingUnit(s.key, density(s.mask), r.step if r is not None else s.start_step, r is not None,
+                         tuple(EvalPoint(**h) for h in r.history) if r is not None else ())
+            for s, r in zip(specs, resumes)])
         first = resumes[0].step if resumes[0] is not None else specs[0].start_step
         units = [UnitInput(s.start_state, s.mask, self.exp.seed("data", s.key.trial), r,
                            self.exp.seed("dropout", s.key.trial, s.key.level, s.key.branch), s.start_optimizer)
                  for s, r in zip(specs, resumes)]
         level = specs[0].key.level
-        head = labels[0] if len(specs) == 1 else f"[level {level}/{cfg.lottery.levels}, {len(specs)} units at once]"
-        latest: dict[int, EvalPoint] = {}
-
-        def on_eval(i: int, p: EvalPoint) -> None:
-            latest[i] = p
-            if len(latest) == len(specs) and progress.due():
-                self.log(progress.eval_line(head, list(latest.values()), first, len(specs)))
 
         def on_checkpoint(states: dict[int, TrainState]) -> None:
             idx = sorted(states)
@@ -343,7 +344,7 @@ class Lottery:
             on_capture=lambda i, step, st: store.save_rewind(specs[i].key.trial, st),
             on_capture_optimizer=((lambda i, step, st: store.save_rewind_optimizer(specs[i].key.trial, st))
                                   if cfg.lottery.rewind_optimizer else None),
-            on_eval=on_eval,
+            on_eval=lambda i, p: self.sink.evaluated(specs[i].key, p),
             test_eval=cfg.runtime.test_eval,
             flush_denormals=cfg.runtime.flush_denormals,
             loss_fn=self.loss_fn,
@@ -352,22 +353,18 @@ class Lottery:
             lr_at=lr_schedule(cfg.train, specs[0].lr),
         )
         progress.done_iters += (cfg.train.iterations - first) * len(specs)
-        return [self._finish(s, o, lab) for s, o, lab in zip(specs, outcomes, labels)]
+        return [self._finish(s, o) for s, o in zip(specs, outcomes)]
 
-    def _finish(self, spec: UnitSpec, outcome: TrainResult | TrainingDiverged, label: str) -> UnitRecord:
+    def _finish(self, spec: UnitSpec, outcome: TrainResult | TrainingDiverged) -> UnitRecord:
         record = result_record(spec, outcome, self.cfg.runtime.device)
         if isinstance(outcome, TrainResult):
             own = get_branch(spec.key.branch).own_mask and spec.key.level > 0
             self.store.finish_unit(record, metrics=[h.to_dict() for h in outcome.history],
                                    final_state=outcome.final_state, own_mask=spec.mask if own else None,
                                    inputs=self.inputs(spec))
-            es, last = outcome.early_stop, outcome.history[-1]
-            self.log(f"{label} done: early stop at it {es.iteration}, test acc there "
-                     f"{100 * es.test_accuracy:.2f}%, final {100 * last.test_accuracy:.2f}% "
-                     f"({fmt_seconds(outcome.seconds)})")
         else:
             self.store.finish_unit(record, inputs=self.inputs(spec))
-            self.log(f"{label} FAILED: {outcome}; recorded as failed, other units continue")
+        self.sink.unit_finished(spec.key, record)
         return record
 
     def run_units(self, specs: list[UnitSpec], progress: Progress) -> None:
@@ -411,6 +408,7 @@ class Lottery:
             f"{progress.finished_units} already finished, {len(units) - progress.finished_units} to train; "
             f"up to {min(self.parallel_units(), L.trials * len(branches))} units at once"
         )
+        self.sink.run_started(progress)
         self.run_units([exp.unit_spec(UnitKey(t, 0, "ticket")) for t in range(L.trials)], progress)
         alive = []
         for t in range(L.trials):
@@ -435,4 +433,5 @@ class Lottery:
         records = store.write_summary()
         self.log(f"finished in {fmt_seconds(time.perf_counter() - progress.t0)}; "
                  f"summary: {store.path / 'summary.json'}")
+        self.sink.run_finished(records)
         return records

@@ -1,11 +1,25 @@
-"""Progress lines for a running experiment: which unit, which iteration, current metrics, ETA."""
+"""Progress of a running experiment as events, and the plain-line display of them.
+
+:class:`~lth.experiment.Lottery` reports what it does to a :class:`ProgressSink`; it never prints
+itself. The sink decides what is shown: :class:`PlainProgress` writes the throttled plain lines
+(which unit, which iteration, current metrics, ETA) a log file or a pipe gets, the command line
+puts a live terminal display in its place (``lth.cli.live``), ``--quiet`` a bare
+:class:`ProgressSink`, and :class:`~lth.experiment.tensorboard.TensorBoardProgress` writes every
+unit's curves beside them (:class:`Sinks` sends each event to several sinks).
+
+:class:`Progress` is the run's plan and clock: how many units and iterations are left, how many
+are done, and the ETA of the whole run from them; every sink gets it in
+:meth:`ProgressSink.run_started`.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from ..config import ExperimentConfig
+from ..store import UnitRecord
 from ..training import EvalPoint
 from .units import UnitKey
 
@@ -22,7 +36,10 @@ def fmt_seconds(s: float) -> str:
 
 
 class Progress:
-    """Counts the iterations left in the whole run and prints throttled progress lines."""
+    """Counts the iterations left in the whole run and formats progress lines and the ETA.
+
+    The driver adds each group's iterations to ``done_iters`` when the group has trained; a
+    display adds the iterations its current units have done since they started (``eta``)."""
 
     def __init__(self, cfg: ExperimentConfig, units: list[UnitKey], done: Callable[[UnitKey], bool]):
         self.cfg = cfg
@@ -33,6 +50,10 @@ class Progress:
         self.done_iters = 0
         self.t0 = time.perf_counter()
         self.last_print = 0.0
+
+    @property
+    def total_units(self) -> int:
+        return len(self.units)
 
     def due(self, min_interval: float = 15.0) -> bool:
         """Throttle progress lines to one every ``min_interval`` seconds."""
@@ -71,3 +92,148 @@ class Progress:
                 f"val_loss {span([q.val_loss for q in points], '.4f', '')} "
                 f"val_acc {span([100 * q.val_accuracy for q in points])} {test}"
                 f"| ETA {self.eta((it - first) * n_units)}")
+
+
+@dataclass(frozen=True)
+class StartingUnit:
+    """A unit about to train: where it (re)starts and what it has recorded already."""
+
+    key: UnitKey
+    weights: float  # fraction of prunable weights its mask keeps
+    iteration: int  # the iteration training starts from: the branch's start, or the checkpoint's
+    resumed: bool  # continues from a checkpoint
+    #: Evaluations recorded before ``iteration`` (a resumed unit's checkpoint; empty otherwise);
+    #: :meth:`ProgressSink.evaluated` reports only the ones after it.
+    history: tuple[EvalPoint, ...] = ()
+
+
+def done_line(label: str, record: UnitRecord) -> str:
+    """The line that says how a unit ended: its early stop and final test accuracy, or its failure."""
+    if not record.ok:
+        return f"{label} FAILED: {record.error}; recorded as failed, other units continue"
+    return (f"{label} done: early stop at it {record.early_stop_iteration}, test acc there "
+            f"{100 * record.early_stop_test_accuracy:.2f}%, final {100 * record.final_test_accuracy:.2f}% "
+            f"({fmt_seconds(record.train_seconds or 0.0)})")
+
+
+class ProgressSink:
+    """What a running :class:`~lth.experiment.Lottery` reports, in this order: ``run_started``
+    once; then for each group of units that train together ``units_started``, ``evaluated`` for
+    every new evaluation of each unit (interleaved over the group's units), and ``unit_finished``
+    for each unit of the group; ``run_finished`` at the end. ``message`` (resume notes, repairs,
+    warnings) may come at any time, before ``run_started`` too.
+
+    Every method here does nothing: this class is the silent sink (``lth run --quiet``), and a
+    sink overrides what it shows. ``close`` ends a display or flushes files; the caller that made
+    the sink closes it, also when the run stops early (an error, Ctrl-C)."""
+
+    def run_started(self, progress: Progress) -> None:
+        """The run's plan: ``progress.total_units``, ``finished_units``, ``todo_iters``, its clock."""
+
+    def units_started(self, units: Sequence[StartingUnit]) -> None:
+        """A group of units starts (or resumes) training together."""
+
+    def evaluated(self, key: UnitKey, point: EvalPoint) -> None:
+        """A unit's new evaluation (validation, and test where measured)."""
+
+    def unit_finished(self, key: UnitKey, record: UnitRecord) -> None:
+        """A unit finished (``record.ok``) or failed; its record is stored."""
+
+    def message(self, text: str) -> None:
+        """A line for the user: the run directory, a resume note, a repair, a warning."""
+
+    def run_finished(self, records: list[UnitRecord]) -> None:
+        """Every unit has finished; ``records`` is the summary."""
+
+    def close(self) -> None:
+        """Release what the sink holds (a live display, open files); safe to call twice."""
+
+
+class PlainProgress(ProgressSink):
+    """Plain lines through ``log``: each unit's start and end, every message, and one line per
+    group's evaluation at most every ``min_interval`` seconds, with the ETA of the whole run."""
+
+    def __init__(self, log: Log = print, min_interval: float = 15.0):
+        self.log = log
+        self.min_interval = min_interval
+        self.progress: Progress | None = None
+        self.labels: dict[UnitKey, str] = {}
+        self.group: dict[UnitKey, int] = {}  # the current group's units and their index in it
+        self.head = ""
+        self.first = 0
+        self.latest: dict[int, EvalPoint] = {}
+
+    def run_started(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def units_started(self, units: Sequence[StartingUnit]) -> None:
+        p = self._progress()
+        for u in units:
+            label = self.labels[u.key] = p.unit_label(u.key, u.weights)
+            self.log(f"{label} resuming from checkpoint at iteration {u.iteration}" if u.resumed
+                     else f"{label} training from iteration {u.iteration}")
+        self.group = {u.key: i for i, u in enumerate(units)}
+        self.first = units[0].iteration
+        level = units[0].key.level
+        self.head = (self.labels[units[0].key] if len(units) == 1
+                     else f"[level {level}/{p.cfg.lottery.levels}, {len(units)} units at once]")
+        self.latest = {}
+
+    def evaluated(self, key: UnitKey, point: EvalPoint) -> None:
+        p = self._progress()
+        self.latest[self.group[key]] = point
+        if len(self.latest) == len(self.group) and p.due(self.min_interval):
+            self.log(p.eval_line(self.head, list(self.latest.values()), self.first, len(self.group)))
+
+    def unit_finished(self, key: UnitKey, record: UnitRecord) -> None:
+        self.log(done_line(self.labels[key], record))
+
+    def message(self, text: str) -> None:
+        self.log(text)
+
+    def _progress(self) -> Progress:
+        if self.progress is None:
+            raise RuntimeError("run_started must come first")
+        return self.progress
+
+
+class Sinks(ProgressSink):
+    """Every event to each of several sinks, in order (e.g. a display and TensorBoard files)."""
+
+    def __init__(self, *sinks: ProgressSink):
+        self.sinks = sinks
+
+    def run_started(self, progress: Progress) -> None:
+        for s in self.sinks:
+            s.run_started(progress)
+
+    def units_started(self, units: Sequence[StartingUnit]) -> None:
+        for s in self.sinks:
+            s.units_started(units)
+
+    def evaluated(self, key: UnitKey, point: EvalPoint) -> None:
+        for s in self.sinks:
+            s.evaluated(key, point)
+
+    def unit_finished(self, key: UnitKey, record: UnitRecord) -> None:
+        for s in self.sinks:
+            s.unit_finished(key, record)
+
+    def message(self, text: str) -> None:
+        for s in self.sinks:
+            s.message(text)
+
+    def run_finished(self, records: list[UnitRecord]) -> None:
+        for s in self.sinks:
+            s.run_finished(records)
+
+    def close(self) -> None:
+        """Closes every sink, even when one fails (the first error is raised after)."""
+        error: BaseException | None = None
+        for s in self.sinks:
+            try:
+                s.close()
+            except BaseException as e:  # noqa: BLE001 - the other sinks still need closing
+                error = error or e
+        if error is not None:
+            raise error

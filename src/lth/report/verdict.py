@@ -60,6 +60,7 @@ class Verdict:
     speedup_vs_dense: float | None = None  # dense early-stop iteration / ticket's, at ``best``
     speedup_vs_reinit: float | None = None  # reinit's / ticket's, at ``best``
     notes: tuple[str, ...] = field(default=())
+    gap: bool = False  # a ticket level between level 1 and the last finished one has not finished
 
     @property
     def bar(self) -> float:
@@ -86,7 +87,7 @@ class Verdict:
                     f"(level {m.level}): the ticket's test accuracy at early stop stays at or above the dense "
                     f"network's ({band}{tol}) at every level down to it")
             if self.first_miss is None:
-                head += " (the next level has not finished)" if self.notes else " (every pruned level measured)"
+                head += " (the next level has not finished)" if self.gap else " (every pruned level measured)"
             else:
                 f = self.first_miss
                 head += (f"; at {_pct(f.weights_remaining)} it falls below "
@@ -188,4 +189,4 @@ def verdict(rows: list[Row], run: str = "run", tolerance: float = 0.0) -> Verdic
     return Verdict(run=run, dense=dense.early_stop_test_accuracy, tolerance=tolerance, pruned_levels=len(tickets),
                    match_down_to=match_down_to, first_miss=first_miss, later_matches=tuple(later),
                    controls=tuple(controls), best=best, speedup_vs_dense=vs_dense, speedup_vs_reinit=vs_reinit,
-                   notes=tuple(notes))
+                   notes=tuple(notes), gap=bool(levels) and levels != list(range(1, len(levels) + 1)))
