@@ -13,7 +13,8 @@ The public API, for any ``nn.Module`` (docs/API.md has runnable examples):
 * configurations: :class:`ExperimentConfig`, :func:`get_preset`, :func:`load_config`;
 * tickets on disk: :func:`export_ticket`, :func:`load_ticket`;
 * run directories: :func:`audit_run` (what ``lth verify`` prints: intact, damaged, what a rerun
-  redoes).
+  redoes), :func:`ticket_statistics` (sparsity per layer, survivors' initial values, mask overlap,
+  weight movement), :func:`load_run` / :func:`write_report` / :func:`verdict` (``lth report``).
 
 Names are imported on first use, so ``import lth`` stays cheap and does no work.
 """
@@ -48,6 +49,11 @@ _EXPORTS = {
     "load_config": "lth.config",
     "export_ticket": "lth.tickets",
     "load_ticket": "lth.tickets",
+    "ticket_statistics": "lth.analysis",
+    "TicketStatistics": "lth.analysis",
+    "load_run": "lth.report",
+    "write_report": "lth.report",
+    "verdict": "lth.report",
 }
 
 __all__ = sorted(_EXPORTS)

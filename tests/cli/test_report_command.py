@@ -103,4 +103,8 @@ def test_the_report_of_a_run_trained_in_the_test_holds_its_figures_tables_and_cu
     units = (report / "units.csv").read_text().splitlines()
     assert len(units) == 1 + 2 * 7 and all("logical CPUs" in u and "torch" in u for u in units[1:])
     page = (report / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 4 and "digits-quick" in page
+    assert page.count('src="data:image/png;base64,') == 8 and "digits-quick" in page
+    for stem in ("layers", "init", "overlap", "movement"):
+        assert png_size(report / f"statistics_{stem}.png")[0] > 300
+        assert (report / f"statistics_{stem}.csv").read_text().count("\n") > 1
+    assert "Initial values of survivors and pruned weights" in page

@@ -61,7 +61,10 @@ def test_every_figure_is_written_as_png_and_svg(report):
         png, svg = files.out_dir / f"{stem}.png", files.out_dir / f"{stem}.svg"
         assert png_size(png) == ((1100, 400) if stem.startswith("curves") else (640, 420))
         assert svg.read_text().lstrip().startswith("<?xml") and "</svg>" in svg.read_text()
-    assert sorted(files.figures) == sorted((*FIGURES, f"curves_{run.name}"))
+    stats = ("statistics_layers", "statistics_init", "statistics_overlap", "statistics_movement")
+    assert sorted(files.figures) == sorted((*FIGURES, f"curves_{run.name}", *stats))
+    for stem in stats:
+        assert png_size(files.out_dir / f"{stem}.png")[0] > 300
 
 
 def test_the_csv_table_holds_every_row_with_mean_min_and_max(report):
@@ -80,7 +83,9 @@ def test_the_csv_table_holds_every_row_with_mean_min_and_max(report):
 def test_the_markdown_tables_and_the_verdict_are_written(report):
     _, files = report
     names = {p.name for p in files.tables}
-    assert names == {"results.md", "results.csv", "units.md", "units.csv", "verdict.md", "verdict.json"}
+    assert names == {"results.md", "results.csv", "units.md", "units.csv", "verdict.md", "verdict.json",
+                     "statistics.json", *(f"statistics_{k}.csv" for k in ("layers", "init", "overlap", "movement")),
+                     *(f"statistics_{k}.md" for k in ("init", "overlap", "movement"))}
     results = (files.out_dir / "results.md").read_text()
     assert results.startswith("| level | weights % | branch |") and results.count("\n") == 2 + 7
     # dense 95-96%; tickets 95, 94, 93%: the ticket matches at level 1 only
@@ -103,7 +108,8 @@ def test_report_html_is_one_self_contained_file(report):
     page = files.html.read_text()
     assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == len(files.figures) == 8
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
     for words in ("winning tickets found down to 80% of weights", "Test CPU, 2 logical CPUs",
                   '"name": "t"', "lth 0.1.0, torch 2.13.0+cpu"):
         assert words in page, words
@@ -142,9 +148,12 @@ def test_report_html_renders_in_a_real_browser_without_errors(report):
     page = load_page(files.html)
     assert page.errors == []
     assert page.title == f"lth report: {run.name}"
-    assert len(page.images) == 4
+    assert len(page.images) == len(files.figures) == 8
+    sizes = {stem.replace("_", " "): png_size(next(p for p in paths if p.suffix == ".png"))
+             for stem, paths in files.figures.items()}
+    sizes[f"training curves of {run.name}"] = sizes.pop(f"curves {run.name}")
     for img in page.images:
-        want = (1100, 400) if img["alt"].startswith("training curves") else (640, 420)
+        want = sizes[img["alt"]]
         assert img["complete"] and (img["naturalWidth"], img["naturalHeight"]) == want, img
         assert img["shownWidth"] > 0.5 * want[0] and img["shownHeight"] > 0.5 * want[1], img
         assert img["colours"] > 5, img  # drawn, not blank

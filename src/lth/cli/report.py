@@ -48,6 +48,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      help="levels whose training curves are drawn (default: up to 5 spread from dense to the "
                      "sparsest)")
     rep.add_argument("--no-files", action="store_true", help="print only; write no report files")
+    rep.add_argument("--no-statistics", action="store_true",
+                     help="leave out the ticket statistics (they read every mask and trained weight)")
     rep.add_argument("--no-figures", action="store_true",
                      help="write tables, verdict and report.html without figures (no matplotlib needed)")
     return rep
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = args.out or args.run_dirs[0] / "report"
     files = write_report(runs, out, tolerance=args.tolerance, curve_levels=args.curve_levels,
-                         figures=not args.no_figures)
+                         figures=not args.no_figures, statistics=not args.no_statistics)
     if args.format != "json":  # stdout stays one JSON document
         print(f"report: {printable(files.html)}")
     return 0

@@ -126,6 +126,11 @@ def _table_html(header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequ
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def png_width(png: Path) -> int:
+    with open(png, "rb") as f:
+        return int.from_bytes(f.read(24)[16:20], "big")
+
+
 def _img(png: Path, alt: str, caption: str, cls: str = "") -> str:
     raw = png.read_bytes()
     data = base64.b64encode(raw).decode("ascii")
@@ -198,14 +203,84 @@ def _html(runs: Sequence[RunData], files: ReportFiles, extra_sections: Sequence[
 
 
 # ---------------------------------------------------------------------- the whole report
+def _md_to_html(table: str) -> str:
+    """One of lth's own markdown tables (no escaped pipes in its cells) as an HTML table."""
+    lines = [ln.strip().strip("|").split("|") for ln in table.strip().splitlines()]
+    header, body = [c.strip() for c in lines[0]], [[c.strip() for c in r] for r in lines[2:]]
+    return _table_html(header, body, left=tuple(i for i, h in enumerate(header) if h == "branch"))
+
+
+STAT_CAPTIONS = {
+    "statistics_layers": "Each prunable layer's weights kept against the pruning level (mean over trials).",
+    "statistics_init": "Initial values (theta0, in units of the layer's initial std) of the weights that survive "
+                       "and of those pruned, at three levels (the paper's Appendix F).",
+    "statistics_overlap": "Jaccard index of the kept weights between trials, against two random masks of the "
+                          "same sizes.",
+    "statistics_movement": "How far surviving weights moved in training: abs(w_final - w_start) in units of the "
+                           "layer's initial std.",
+}
+
+
+def _statistics(runs: Sequence[RunData], out_dir: Path, files: ReportFiles, figures: bool,
+                formats: Sequence[str]) -> list[tuple[str, str]]:
+    """Ticket statistics of each run: files written, and the report's HTML section."""
+    import warnings
+
+    from ..analysis.statistics import ticket_statistics
+    from ..store import StoreError
+    from .statistics import statistics_csv, statistics_figures, statistics_tables
+
+    parts = []
+    for run in runs:
+        suffix = f"_{run.name}" if len(runs) > 1 else ""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the notes below say what was left out
+                stats = ticket_statistics(run.path)
+        except StoreError as e:
+            parts.append(f"<p>{html.escape(run.name)}: no statistics ({html.escape(str(e))}).</p>")
+            continue
+        texts = {f"statistics{suffix}.json": json.dumps(stats.to_dict(), indent=2) + "\n"}
+        texts.update({f"statistics_{k}{suffix}.csv": v for k, v in statistics_csv(stats).items()})
+        tables = statistics_tables(stats)
+        texts.update({f"statistics_{k}{suffix}.md": v for k, v in tables.items()})
+        for name, text in texts.items():
+            _write(out_dir / name, text.encode())
+            files.tables.append(out_dir / name)
+        if len(runs) > 1:
+            parts.append(f"<h3>{html.escape(run.name)}</h3>")
+        if figures:
+            made = statistics_figures(stats, out_dir, formats)
+            for stem, paths in made.items():
+                renamed = []
+                for p in paths:  # one run's figures beside another's
+                    target = p.with_name(f"{stem}{suffix}{p.suffix}")
+                    if target != p:
+                        p.replace(target)
+                    renamed.append(target)
+                files.figures[f"{stem}{suffix}"] = renamed
+                png = next(q for q in renamed if q.suffix == ".png")
+                wide = png_width(png) > 700  # the three histograms side by side take the page's width
+                parts.append(_img(png, stem.replace("_", " "), STAT_CAPTIONS[stem], "" if wide else "half"))
+        for title, key in (("Initial values of survivors and pruned weights", "init"),
+                           ("Mask overlap", "overlap"), ("Movement of surviving weights", "movement")):
+            parts.append(f"<h4>{title}</h4>{_md_to_html(tables[key])}")
+        parts += [f"<p class=\"meta\">{html.escape(n)}</p>" for n in stats.notes]
+    return [("Ticket statistics", "<div class=\"figs\">" + "".join(p for p in parts if p.startswith("<figure"))
+             + "</div>" + "".join(p for p in parts if not p.startswith("<figure")))]
+
+
 def write_report(runs: Sequence[RunData], out_dir: Path, *, tolerance: float = 0.0,
                  curve_levels: Sequence[int] | None = None, figures: bool = True,
-                 formats: Sequence[str] = FORMATS,
+                 formats: Sequence[str] = FORMATS, statistics: bool = True,
                  extra_sections: Sequence[tuple[str, str]] = ()) -> ReportFiles:
-    """Write every file of the report into ``out_dir`` (module docstring). ``extra_sections``:
-    (heading, HTML) pairs placed after the results table (e.g. ticket statistics)."""
+    """Write every file of the report into ``out_dir`` (module docstring). ``statistics``: also
+    the ticket statistics (:mod:`lth.analysis.statistics`: reads every mask and trained weight).
+    ``extra_sections``: (heading, HTML) pairs placed after the results table."""
     out_dir = Path(out_dir)
     files = ReportFiles(out_dir)
+    if statistics:
+        extra_sections = [*_statistics(runs, out_dir, files, figures, formats), *extra_sections]
     files.verdicts = [verdict(run.rows, run.name, tolerance) for run in runs if any(r.level == 0 for r in run.rows)]
     if figures:
         files.figures.update(summary_figures(runs, out_dir, formats))
