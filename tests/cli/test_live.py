@@ -40,8 +40,9 @@ def final_output(run_dir: Path) -> str:
     """What `lth run` prints last: the results table, where the summary is, and the verdict."""
     records = [UnitRecord.from_dict(r) for r in json.loads((run_dir / "summary.json").read_text())]
     rows = aggregate(records)
+    levels = json.loads((run_dir / "config.json").read_text())["lottery"]["levels"]
     return (text_table(rows) + f"\nresults: {run_dir / 'summary.json'} (figures and report.html: lth report "
-            f"{run_dir})\n\n" + verdict(rows, run_dir.name).text())
+            f"{run_dir})\n\n" + verdict(rows, run_dir.name, planned_levels=levels).text())
 
 
 class Terminal:

@@ -126,3 +126,11 @@ def test_early_stops_at_the_last_evaluation_are_flagged_as_saying_nothing_about_
     assert v.speedup_vs_dense == 1.0
     assert any("too short for the early-stop iteration to measure speed" in n for n in v.notes)
     assert not verdict(run(TICKET, REINIT), "r").notes  # early stops before the end: no such note
+
+
+def test_a_run_still_training_says_which_levels_are_to_come():
+    rows = run(TICKET[:2])
+    assert "(levels 3-8 of the run have not finished)" in verdict(rows, "r", planned_levels=8).lines()[0]
+    assert "(level 3 of the run has not finished)" in verdict(rows, "r", planned_levels=3).lines()[0]
+    assert "(every pruned level measured)" in verdict(rows, "r", planned_levels=2).lines()[0]
+    assert "(every pruned level measured)" in verdict(rows, "r").lines()[0]

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         print((markdown_table if args.format == "markdown" else text_table)(run.rows), end="")
         if any(r.level == 0 for r in run.rows):
             print()
-            print(verdict(run.rows, printable(run.name), args.tolerance).text(), end="")
+            print(verdict(run.rows, printable(run.name), args.tolerance, run.planned_levels).text(), end="")
         if len(runs) > 1:
             print()
     if args.no_files:

@@ -214,5 +214,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nresults: {store.path / 'summary.json'} (figures and report.html: lth report {store.path})")
     if any(r.level == 0 for r in rows):
         print()
-        print(verdict(rows, store.path.name).text(), end="")
+        print(verdict(rows, store.path.name, planned_levels=cfg.lottery.levels).text(), end="")
     return 0

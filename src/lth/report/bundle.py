@@ -281,7 +281,8 @@ def write_report(runs: Sequence[RunData], out_dir: Path, *, tolerance: float = 0
     files = ReportFiles(out_dir)
     if statistics:
         extra_sections = [*_statistics(runs, out_dir, files, figures, formats), *extra_sections]
-    files.verdicts = [verdict(run.rows, run.name, tolerance) for run in runs if any(r.level == 0 for r in run.rows)]
+    files.verdicts = [verdict(run.rows, run.name, tolerance, run.planned_levels)
+                      for run in runs if any(r.level == 0 for r in run.rows)]
     if figures:
         files.figures.update(summary_figures(runs, out_dir, formats))
         for run in runs:

@@ -27,6 +27,12 @@ class RunData:
     curves: dict[Key, list[dict[str, Any]]]  # (trial, level, branch) -> evaluations (metrics.jsonl)
 
     @property
+    def planned_levels(self) -> int | None:
+        """The configured number of pruning levels (``lottery.levels``), if the config says."""
+        levels = self.config.get("lottery", {}).get("levels")
+        return levels if isinstance(levels, int) else None
+
+    @property
     def label(self) -> str:
         """A short name for legends: the configuration's name."""
         return str(self.config.get("name") or self.name)

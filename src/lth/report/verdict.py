@@ -61,6 +61,7 @@ class Verdict:
     speedup_vs_reinit: float | None = None  # reinit's / ticket's, at ``best``
     notes: tuple[str, ...] = field(default=())
     gap: bool = False  # a ticket level between level 1 and the last finished one has not finished
+    planned_levels: int | None = None  # the run's configured levels (lottery.levels), when known
 
     @property
     def bar(self) -> float:
@@ -87,7 +88,14 @@ class Verdict:
                     f"(level {m.level}): the ticket's test accuracy at early stop stays at or above the dense "
                     f"network's ({band}{tol}) at every level down to it")
             if self.first_miss is None:
-                head += " (the next level has not finished)" if self.gap else " (every pruned level measured)"
+                if self.gap:
+                    head += " (the next level has not finished)"
+                elif self.planned_levels and self.planned_levels > m.level:
+                    head += (f" (levels {m.level + 1}-{self.planned_levels} of the run have not finished)"
+                             if self.planned_levels > m.level + 1 else
+                             f" (level {self.planned_levels} of the run has not finished)")
+                else:
+                    head += " (every pruned level measured)"
             else:
                 f = self.first_miss
                 head += (f"; at {_pct(f.weights_remaining)} it falls below "
@@ -136,9 +144,10 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
 
-def verdict(rows: list[Row], run: str = "run", tolerance: float = 0.0) -> Verdict:
+def verdict(rows: list[Row], run: str = "run", tolerance: float = 0.0, planned_levels: int | None = None) -> Verdict:
     """The verdict of one run's aggregated rows (module docstring: the rules). ``tolerance`` is in
-    percentage points of test accuracy; a negative one is a ValueError."""
+    percentage points of test accuracy; a negative one is a ValueError. ``planned_levels``: the
+    run's configured number of levels, so that a run still training says which levels are to come."""
     if tolerance < 0:
         raise ValueError(f"tolerance = {tolerance!r}: must be >= 0 percentage points")
     dense = next((r for r in rows if r.level == 0), None)
@@ -189,4 +198,5 @@ def verdict(rows: list[Row], run: str = "run", tolerance: float = 0.0) -> Verdic
     return Verdict(run=run, dense=dense.early_stop_test_accuracy, tolerance=tolerance, pruned_levels=len(tickets),
                    match_down_to=match_down_to, first_miss=first_miss, later_matches=tuple(later),
                    controls=tuple(controls), best=best, speedup_vs_dense=vs_dense, speedup_vs_reinit=vs_reinit,
-                   notes=tuple(notes), gap=bool(levels) and levels != list(range(1, len(levels) + 1)))
+                   notes=tuple(notes), planned_levels=planned_levels,
+                   gap=bool(levels) and levels != list(range(1, len(levels) + 1)))
