@@ -13,7 +13,9 @@ The public API, for any ``nn.Module`` (docs/API.md has runnable examples):
 * configurations: :class:`ExperimentConfig`, :func:`get_preset`, :func:`load_config`;
 * tickets on disk: :func:`export_ticket`, :func:`load_ticket`;
 * run directories: :func:`audit_run` (what ``lth verify`` prints: intact, damaged, what a rerun
-  redoes).
+  redoes);
+* analysis: :func:`instability` (linear mode connectivity of two copies trained from theta_k,
+  per rewind iteration: what ``lth instability`` runs) and :func:`error_barrier`.
 
 Names are imported on first use, so ``import lth`` stays cheap and does no work.
 """
@@ -48,6 +50,8 @@ _EXPORTS = {
     "load_config": "lth.config",
     "export_ticket": "lth.tickets",
     "load_ticket": "lth.tickets",
+    "instability": "lth.analysis",
+    "error_barrier": "lth.analysis",
 }
 
 __all__ = sorted(_EXPORTS)

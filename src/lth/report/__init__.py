@@ -1,6 +1,7 @@
 """Reports over a run directory (read-only): tables and the paper's figures."""
 
-from .figures import plot
+from .figures import plot, plot_instability
+from .instability import write_tables as write_instability_tables
 from .tables import (
     DamagedUnitsWarning,
     ReportError,
@@ -14,4 +15,5 @@ from .tables import (
 )
 
 __all__ = ["DamagedUnitsWarning", "ReportError", "Row", "Stat", "aggregate", "load_records", "markdown_table",
-           "plot", "report", "text_table"]
+           "plot", "plot_instability", "report", "text_table",
+           "write_instability_tables"]
