@@ -158,3 +158,10 @@ def test_an_output_directory_of_another_configuration_is_refused(tmp_path, digit
     _sweep(_cfg(), tmp_path, ks=(0,), splits=digits, out=tmp_path / "out")
     with pytest.raises(StoreError, match="another configuration"):
         _sweep(_cfg(iterations=100), tmp_path, ks=(0,), splits=digits, out=tmp_path / "out")
+
+
+def test_the_sweep_and_the_barrier_are_public_names_of_lth():
+    import lth
+
+    assert lth.instability is instability and lth.error_barrier is error_barrier
+    assert {"instability", "error_barrier"} <= set(lth.__all__)

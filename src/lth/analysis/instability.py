@@ -60,6 +60,8 @@ __all__ = ["COPIES", "InstabilityProtocol", "InstabilityResult", "copy_seeds", "
 
 #: Copies trained per rewind point: the paper's pair.
 COPIES = 2
+#: Seconds between progress lines while copies train (said at checkpoints).
+PROGRESS_SECONDS = 30.0
 
 Log = Callable[[str], None]
 
@@ -352,13 +354,17 @@ class Sweep:
                      + (" (resumed from a checkpoint)" if first != k else ""))
             units = [UnitInput(theta_k, mask, seeds[c], r, dropout[c]) for c, r in zip(group, resumes)]
             t0 = time.perf_counter()
+            last = [t0]  # when progress was last said: at most every PROGRESS_SECONDS
 
-            def on_checkpoint(states: dict[int, TrainState], group=group, t0=t0) -> None:
+            def on_checkpoint(states: dict[int, TrainState], group=group, t0=t0, last=last) -> None:
                 out.save_checkpoint(trial, level, k, {"start": start, "copies": group,
                                                       "states": [_train_record(states[j]) for j in sorted(states)]})
-                step = next(iter(states.values())).step
-                self.log(f"k={k}: copies {', '.join(map(str, group))} at iteration {step}/{T} "
-                         f"({_seconds(time.perf_counter() - t0)})")
+                now = time.perf_counter()
+                if now - last[0] >= PROGRESS_SECONDS:
+                    last[0] = now
+                    step = next(iter(states.values())).step
+                    self.log(f"k={k}: copies {', '.join(map(str, group))} at iteration {step}/{T} "
+                             f"({_seconds(now - t0)})")
 
             results = train_many(model, units, splits, train_cfg, start_step=k,
                                  eval_batch_size=cfg.runtime.eval_batch_size,
