@@ -49,6 +49,22 @@ def test_without_matplotlib_the_tables_are_written_and_one_line_says_the_plot_wa
     assert (folder / "instability.csv").exists() and not (folder / "instability.png").exists()
 
 
+def test_a_damaged_result_of_another_k_is_left_out_of_the_tables_with_a_warning(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    args = ["instability", *QUICK, "--level", "0", "--rewind", "0", "--runs", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    other = next(tmp_path.glob("digits-quick-*")) / "instability" / "trial_0" / "level_0" / "k_7" / "result.json"
+    other.parent.mkdir()
+    other.write_text("[]")
+    capsys.readouterr()
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert err == (f"lth: warning: {other} is not a valid instability result (expected a JSON object, got list); "
+                   "left out of the tables (rerun the command that measured it)\n")
+    rows = list(csv.DictReader((other.parents[3] / "instability.csv").open()))
+    assert [r["k"] for r in rows] == ["0"]
+
+
 def _fake_run(tmp_path, levels: int = 1):
     """A run directory of digits-quick that has reached level 1 (its mask), trained nothing: the
     checks below happen before anything would read more."""

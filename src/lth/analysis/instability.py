@@ -306,8 +306,7 @@ class Sweep:
                 self._evaluate(out, model, k, mask, starts[k], splits, train, bn_batches)
             self.log(f"instability: {self.trained} copies trained, {self.evaluated} paths evaluated, "
                      f"{self.finished} rewind points already finished")
-            found = {(r.level, r.rewind_iteration): r for r in load_results(out.path) if r.trial == trial}
-        return [found[(level, k)] for k in ks]
+            return [out.result(trial, level, k)[0] for k in ks]  # type: ignore[index]
 
     def _finished(self, out: InstabilityDir, k: int, start: dict[str, Any]) -> bool:
         """Whether k's ``result.json`` is the measurement asked for; a stale or damaged one is

@@ -338,11 +338,19 @@ def _parse_result(path: Path) -> tuple[InstabilityResult, dict[str, Any]]:
         raise DamagedFileError(path, f"is not a valid instability result ({e})", RERUN) from None
 
 
-def load_results(out: str | Path) -> list[InstabilityResult]:
+def load_results(out: str | Path, damaged: list[DamagedFileError] | None = None) -> list[InstabilityResult]:
     """Every finished measurement in an instability output directory, sorted by (trial, level,
-    k). A ``result.json`` that cannot be read as one is a :class:`DamagedFileError` naming it."""
+    k). A ``result.json`` that cannot be read as one is a :class:`DamagedFileError` naming it, or,
+    where a ``damaged`` list is given, appended to it and left out."""
     out = Path(out)
     if not out.is_dir():
         raise StoreError(f"{out} is not a folder of instability results (run `lth instability` first)")
-    found = [_parse_result(p)[0] for p in sorted(out.glob(f"trial_*/level_*/k_*/{RESULT}"))]
+    found = []
+    for p in sorted(out.glob(f"trial_*/level_*/k_*/{RESULT}")):
+        try:
+            found.append(_parse_result(p)[0])
+        except DamagedFileError as e:
+            if damaged is None:
+                raise
+            damaged.append(e)
     return sorted(found, key=lambda r: (r.trial, r.level, r.rewind_iteration))

@@ -4,6 +4,7 @@ iteration k (Frankle et al., ICML 2020); resumable by rerunning the same command
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -125,7 +126,11 @@ def run(args: argparse.Namespace) -> int:
     instability(source, args.level, ks, trial=args.trial, points=args.points, train_examples=args.train_examples,
                 bn_batches=args.bn_batches, out=out, root=args.runs, data_dir=args.data_dir, runtime=cfg.runtime,
                 log=log)
-    results = load_results(out)  # every level and k measured in this directory so far
+    damaged: list = []
+    results = load_results(out, damaged)  # every level and k measured in this directory so far
+    for e in damaged:  # of another level or trial than this command's: its own command redoes it
+        print(f"lth: warning: {e.path} {e.problem}; left out of the tables (rerun the command that measured "
+              "it)", file=sys.stderr)
     title = f"{cfg.name}, {cfg.model.name} on {cfg.data.dataset}"
     written = write_instability_tables(results, out, title)
     print()
