@@ -123,3 +123,12 @@ def test_bad_preset_requests_are_one_line_with_status_2(tmp_path, capsys, args, 
 def test_a_folder_that_is_not_a_run_directory_is_a_store_error(tmp_path, capsys):
     assert main(["instability", str(tmp_path), "--level", "0", "--rewind", "0"]) == 4
     assert capsys.readouterr().err == f"lth: error: {tmp_path} is not an lth run directory (no config.json)\n"
+
+
+def test_a_run_of_a_users_own_model_is_refused_naming_why(tmp_path, capsys):
+    cfg = with_section(with_section(get_preset("digits-quick"), "model", name="user"), "data", dataset="user")
+    run = RunStore.open(cfg, run_dir=tmp_path / "run", lock=False).path
+    assert main(["instability", str(run), "--level", "0", "--rewind", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lth: error: {run} is a run of a network outside lth's model registry (model.name = "
+                          "'user': lth.find_tickets with your own model)") and err.count("\n") == 1

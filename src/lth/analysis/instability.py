@@ -48,6 +48,7 @@ from torch import nn
 from ..config import ConfigError, ExperimentConfig, RuntimeConfig, config_hash
 from ..data import Splits, load_splits
 from ..experiment import Experiment
+from ..models import model_names
 from ..pruning import Mask, density, full_mask
 from ..seeds import derive_seed
 from ..store import FileDigest, RunStore, StoreError, config_from_run
@@ -140,6 +141,7 @@ def check_request(cfg: ExperimentConfig, run: RunStore | None, run_dir: Path, le
     """The rewind iterations, sorted and without repeats, once the request is known to be
     answerable (each problem is a :class:`~lth.config.ConfigError` saying what to do)."""
     T = cfg.train.iterations
+    check_model(cfg, run_dir)
     for name, v in (("level", level), ("trial", trial)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ConfigError(f"{name} = {v!r}: must be an integer >= 0")
@@ -169,6 +171,14 @@ def check_request(cfg: ExperimentConfig, run: RunStore | None, run_dir: Path, le
                               f"trial_{trial}/level_{level}/mask.pt): rerun its `lth run` command until level "
                               f"{level - 1} has finished")
     return sorted(set(ks))
+
+
+def check_model(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """The sweep builds the network by name: a run of a user's own model cannot be swept."""
+    if cfg.model.name not in model_names():
+        raise ConfigError(f"{run_dir} is a run of a network outside lth's model registry (model.name = "
+                          f"{cfg.model.name!r}: lth.find_tickets with your own model); the sweep builds the network "
+                          f"by name, so give a run of `lth run` (models: {', '.join(model_names())})")
 
 
 def copy_seeds(cfg: ExperimentConfig, trial: int, level: int, k: int) -> tuple[list[int], list[int]]:

@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..analysis import instability, load_results
+    from ..analysis.instability import check_model
     from ..data import dataset_info
     from ..models import check_fit
     from ..report import ReportError, plot_instability, write_instability_tables
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     check_device(cfg.runtime.device)
+    check_model(cfg, run_dir)
     info = dataset_info(cfg.data.dataset)
     check_fit(cfg.model.name, info.input_shape, info.num_classes, info.name)
     out = args.out if args.out is not None else run_dir / "instability"
