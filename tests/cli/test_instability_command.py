@@ -33,7 +33,8 @@ def test_a_preset_sweep_prints_the_table_and_writes_every_file(tmp_path, capsys)
     stored = json.loads((folder / "instability.json").read_text())
     assert [int(r["k"]) for r in rows] == [0, 20] and [r["rewind_iteration"] for r in stored] == [0, 20]
     assert float(rows[1]["test_barrier_pct"]) == pytest.approx(100 * stored[1]["test_barrier"], abs=1e-4)
-    assert "| 0 | 0 | 100.00 | 20 |" in (folder / "instability.md").read_text()
+    md = (folder / "instability.md").read_text()
+    assert "| 0 | 0 | 100.00 | 20 |" in md and "\n\n| trial | level |" in md  # a table of its own
 
     assert main(args) == 0  # the same command again: everything is finished
     assert "0 copies trained, 0 paths evaluated, 2 rewind points already finished" in capsys.readouterr().out

@@ -66,11 +66,12 @@ def markdown_report(results: Sequence[InstabilityResult], title: str) -> str:
              "Two copies trained from theta_k (masked) with different data orders; the error along the line "
              "between them (Frankle et al., ICML 2020). Barrier = largest error on the path minus the mean of "
              f"the endpoints' errors, in percentage points; the paper calls a network stable below "
-             f"{STABLE_BELOW_PCT:g}.", ""]
+             f"{STABLE_BELOW_PCT:g} points. The endpoint test accuracy is the two copies' mean (both are in "
+             "instability.csv).", ""]
     if protocol is not None:
         notes += [f"Path: {protocol.points} evenly spaced points; train error on {rs[0].train_examples:,} training "
                   f"images; {rs[0].iterations:,} iterations per copy.", ""]
-    return "\n".join(notes) + markdown_table(rs)
+    return "\n".join(notes) + "\n" + markdown_table(rs)
 
 
 def write_tables(results: Sequence[InstabilityResult], out: Path, title: str) -> list[Path]:
