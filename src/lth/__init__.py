@@ -15,8 +15,9 @@ The public API, for any ``nn.Module`` (docs/API.md has runnable examples):
 * run directories: :func:`audit_run` (what ``lth verify`` prints: intact, damaged, what a rerun
   redoes), :func:`ticket_statistics` (sparsity per layer, survivors' initial values, mask overlap,
   weight movement), :func:`load_run` / :func:`write_report` / :func:`verdict` (``lth report``);
-* linear mode connectivity: :func:`path_errors` (errors along the line between two networks, batch
-  norm recomputed), :func:`error_barrier`.
+* analysis: :func:`instability` (linear mode connectivity of two copies trained from theta_k,
+  per rewind iteration: what ``lth instability`` runs), :func:`path_errors` (errors along the line
+  between two networks) and :func:`error_barrier`.
 
 Names are imported on first use, so ``import lth`` stays cheap and does no work.
 """
@@ -52,9 +53,10 @@ _EXPORTS = {
     "export_ticket": "lth.tickets",
     "load_ticket": "lth.tickets",
     "ticket_statistics": "lth.analysis",
+    "TicketStatistics": "lth.analysis",
+    "instability": "lth.analysis",
     "error_barrier": "lth.analysis",
     "path_errors": "lth.analysis",
-    "TicketStatistics": "lth.analysis",
     "load_run": "lth.report",
     "write_report": "lth.report",
     "verdict": "lth.report",

@@ -1,91 +1,167 @@
-"""lth.analysis.instability: the error barrier on paths whose errors are known by hand, and batch
-norm statistics recomputed at interpolated points."""
+"""lth.analysis.instability: the sweep over rewind iterations on the bundled digits data: what
+it trains, what it writes, and that rerunning it resumes instead of recomputing."""
 
 from __future__ import annotations
 
-import doctest
+import json
 
 import pytest
 import torch
-from torch import nn
 
-import lth.analysis.instability as instability
-from lth.analysis.instability import error_barrier, interpolate, path_errors, recompute_batchnorm
-
-
-def mlp(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(instability).failed == 0
-
-
-def test_the_barrier_of_two_identical_endpoints_is_zero():
-    model = mlp(0)
-    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(1))
-    y = torch.randint(0, 3, (200,), generator=torch.Generator().manual_seed(2))
-    w = {k: v.clone() for k, v in model.state_dict().items()}
-    path = path_errors(model, w, w, x, y, points=30)
-    assert len(path.errors) == 30 and len(set(path.errors)) == 1
-    assert path.barrier == 0.0
+from lth.analysis import (
+    COPIES,
+    InstabilityResult,
+    copy_seeds,
+    error_barrier,
+    instability,
+    load_results,
+    theta_ks,
+)
+from lth.analysis.instability_store import InstabilityDir
+from lth.cli import main as lth_main
+from lth.config import ConfigError, get_preset, with_section
+from lth.experiment import Experiment
+from lth.pruning import full_mask
+from lth.store import DamagedFileError, RunStore, StoreError, config_from_run
 
 
-def test_a_path_through_a_dead_midpoint_has_the_barrier_computed_by_hand():
-    # logits = [v u x, -v u x]: the endpoints (u, v) = (1, 1) and (-1, -1) are the same function, and
-    # in between the logits are scaled by (1 - 2a)^2 > 0, except at a = 1/2, where they are all 0 and
-    # argmax's tie goes to class 0: the 3 of 5 examples of class 1 are wrong there, none elsewhere.
-    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.Linear(1, 2, bias=False))
-    a = {"0.weight": torch.tensor([[1.0]]), "1.weight": torch.tensor([[1.0], [-1.0]])}
-    b = {"0.weight": torch.tensor([[-1.0]]), "1.weight": torch.tensor([[-1.0], [1.0]])}
-    x = torch.tensor([[1.0], [2.0], [-1.0], [-2.0], [-3.0]])
-    y = torch.tensor([0, 0, 1, 1, 1])
-    path = path_errors(model, a, b, x, y, points=5)
-    assert path.alphas == (0.0, 0.25, 0.5, 0.75, 1.0)
-    assert path.errors == (0.0, 0.0, 0.6, 0.0, 0.0)
-    assert path.barrier == pytest.approx(0.6)
-    even = path_errors(model, a, b, x, y, points=30)  # a = 1/2 is not among 30 evenly spaced points
-    assert even.barrier == 0.0
+def _cfg(iterations: int = 120, **runtime):
+    cfg = with_section(get_preset("digits-quick"), "train", iterations=iterations, eval_every=40)
+    return with_section(cfg, "runtime", **runtime) if runtime else cfg
 
 
-def test_error_barrier_subtracts_the_mean_of_the_endpoints():
-    assert error_barrier([0.1, 0.5, 0.3]) == pytest.approx(0.3)
-    assert error_barrier([0.3, 0.2, 0.1]) == pytest.approx(0.1)  # the max may be an endpoint
-    with pytest.raises(ValueError):
-        error_barrier([0.1])
+def _sweep(cfg, tmp_path, ks=(0, 30), lines=None, **kw):
+    return instability(cfg, 0, ks, root=tmp_path / "runs", points=7, log=(lines.append if lines is not None
+                                                                           else None), **kw)
 
 
-def test_interpolation_endpoints_are_the_inputs_exactly_and_integers_are_kept():
-    a = {"w": torch.randn(5), "n": torch.tensor(3)}
-    b = {"w": torch.randn(5), "n": torch.tensor(7)}
-    assert torch.equal(interpolate(a, b, 0.0)["w"], a["w"]) and torch.equal(interpolate(a, b, 1.0)["w"], b["w"])
-    mid = interpolate(a, b, 0.5)
-    assert torch.allclose(mid["w"], (a["w"] + b["w"]) / 2) and int(mid["n"]) == 3
-    with pytest.raises(ValueError, match="different names"):
-        interpolate(a, {"w": b["w"]}, 0.5)
+def test_a_sweep_writes_its_results_and_a_rerun_trains_nothing(tmp_path, digits):
+    cfg, lines = _cfg(), []
+    results = _sweep(cfg, tmp_path, lines=lines, splits=digits)
+    out = next((tmp_path / "runs").glob("digits-quick-*")) / "instability"
+    assert [r.rewind_iteration for r in results] == [0, 30]
+    for r in results:
+        d = out / "trial_0" / "level_0" / f"k_{r.rewind_iteration}"
+        assert sorted(p.name for p in d.iterdir()) == ["copies.json", "copy_0.pt", "copy_1.pt", "result.json"]
+        assert r.level == 0 and r.weights_remaining == 1.0 and r.iterations == 120
+        assert len(r.alphas) == len(r.train_errors) == len(r.test_errors) == 7
+        assert r.train_barrier == error_barrier(r.train_errors) and r.test_barrier == error_barrier(r.test_errors)
+        assert r.endpoint_test_accuracy == (1 - r.test_errors[0], 1 - r.test_errors[-1])
+        assert r.train_examples == len(digits.train_y) and not r.bn_recomputed
+        assert list(r.data_seeds) == copy_seeds(cfg, 0, 0, r.rewind_iteration)[0] and len(set(r.data_seeds)) == 2
+        a, b = (torch.load(d / f"copy_{c}.pt", weights_only=True) for c in range(COPIES))
+        assert all(not torch.equal(a[n], b[n]) for n in a)  # different data orders: different weights
+        stored = json.loads((d / "result.json").read_text())
+        assert InstabilityResult.from_dict({k: v for k, v in stored.items() if k not in ("start", "files")}) == r
+    assert lines[-1] == "instability: 4 copies trained, 2 paths evaluated, 0 rewind points already finished"
+    assert load_results(out) == results
+
+    again: list[str] = []
+    assert _sweep(cfg, tmp_path, lines=again, splits=digits) == results
+    assert again[-1] == "instability: 0 copies trained, 0 paths evaluated, 2 rewind points already finished"
+    assert not any("training" in line for line in again)
 
 
-def test_batchnorm_statistics_are_those_of_the_interpolated_weights_on_the_data():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
-    a = {k: v.clone() for k, v in model.state_dict().items()}
-    b = {k: (v + torch.randn_like(v)) if v.is_floating_point() else v.clone() for k, v in a.items()}
-    x = torch.randn(500, 3, generator=torch.Generator().manual_seed(3))
-    model.load_state_dict(interpolate(a, b, 0.3))
-    recompute_batchnorm(model, x, batch_size=128)
-    w = 0.7 * a["0.weight"] + 0.3 * b["0.weight"]
-    bias = 0.7 * a["0.bias"] + 0.3 * b["0.bias"]
-    h = (x.double() @ w.double().T + bias.double())
-    batches = h.split(128)  # the documented rule: the average of the batches' statistics
-    bn = model[1]
-    assert torch.allclose(bn.running_mean.double(), sum(c.mean(0) for c in batches) / len(batches), atol=1e-5)
-    assert torch.allclose(bn.running_var.double(), sum(c.var(0) for c in batches) / len(batches), rtol=1e-4)
-    assert not model.training and bn.momentum == 0.1
+def test_a_new_protocol_reevaluates_the_stored_copies_without_training(tmp_path, digits):
+    cfg = _cfg()
+    first = _sweep(cfg, tmp_path, ks=(30,), splits=digits)
+    lines: list[str] = []
+    (more,) = instability(cfg, 0, [30], root=tmp_path / "runs", points=11, splits=digits, log=lines.append)
+    assert lines[-1] == "instability: 0 copies trained, 1 paths evaluated, 0 rewind points already finished"
+    assert len(more.alphas) == 11 and more.protocol.points == 11
+    assert (more.test_errors[0], more.test_errors[-1]) == (first[0].test_errors[0], first[0].test_errors[-1])
 
 
-def test_a_batchnorm_model_needs_training_data_for_its_statistics():
-    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    w = model.state_dict()
-    with pytest.raises(ValueError, match="bn_data"):
-        path_errors(model, w, w, torch.randn(10, 3), torch.zeros(10, dtype=torch.long))
+def test_a_sweep_killed_while_copies_train_resumes_from_their_checkpoint_to_the_same_weights(
+        tmp_path, digits, monkeypatch):
+    cfg = _cfg(checkpoint_every=50)
+    whole = instability(cfg, 0, [30], root=tmp_path / "whole", points=5, splits=digits, log=None)
+    original = InstabilityDir.save_checkpoint
+
+    def save_then_die(self, *args):
+        original(self, *args)
+        raise KeyboardInterrupt  # stands for a kill right after the first checkpoint
+
+    monkeypatch.setattr(InstabilityDir, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        instability(cfg, 0, [30], root=tmp_path / "cut", points=5, splits=digits, log=None)
+    point = next((tmp_path / "cut").glob("*/instability")) / "trial_0" / "level_0" / "k_30"
+    assert sorted(p.name for p in point.iterdir()) == ["checkpoint.pt"]  # no result, no copies: nothing lies
+    monkeypatch.setattr(InstabilityDir, "save_checkpoint", original)
+    lines: list[str] = []
+    (resumed,) = instability(cfg, 0, [30], root=tmp_path / "cut", points=5, splits=digits, log=lines.append)
+    assert any("from iteration 50 to 120 (resumed from a checkpoint)" in line for line in lines)
+    assert not (point / "checkpoint.pt").exists()
+    whole_dir = next((tmp_path / "whole").glob("*/instability")) / "trial_0" / "level_0" / "k_30"
+    for c in range(COPIES):
+        a = torch.load(whole_dir / f"copy_{c}.pt", weights_only=True)
+        b = torch.load(point / f"copy_{c}.pt", weights_only=True)
+        assert all(torch.equal(a[n], b[n]) for n in a)
+    assert resumed.test_errors == whole[0].test_errors
+
+
+def test_a_damaged_copy_is_retrained_and_a_damaged_result_measured_again(tmp_path, digits):
+    cfg = _cfg()
+    (first,) = _sweep(cfg, tmp_path, ks=(0,), splits=digits)
+    point = next((tmp_path / "runs").glob("*/instability")) / "trial_0" / "level_0" / "k_0"
+    (point / "result.json").write_text("{not json")
+    (point / "copy_1.pt").write_bytes(b"garbage")
+    with pytest.raises(DamagedFileError, match="result.json is not valid JSON"):
+        load_results(point.parents[2])
+    lines: list[str] = []
+    (again,) = _sweep(cfg, tmp_path, ks=(0,), lines=lines, splits=digits)
+    assert any("result.json is not valid JSON" in line and "measuring again" in line for line in lines)
+    assert lines[-1] == "instability: 1 copies trained, 1 paths evaluated, 0 rewind points already finished"
+    assert again.test_errors == first.test_errors  # the same seeds train the same copy again
+
+
+def test_theta_k_is_the_dense_runs_weights_at_k_and_level_masks_come_from_the_run(tmp_path, digits):
+    """A run rewinding to k = 30 stored theta_30 from its dense training; the sweep's own dense
+    pass gives the same tensors. Its level-1 copies keep the run's pruned weights at zero."""
+    run_dir = tmp_path / "run"
+    assert lth_main(["run", "--preset", "digits-quick", "--levels", "1", "--trials", "1", "--iterations", "120",
+                     "--eval-every", "40", "--rewind-iteration", "30", "--branches", "ticket", "--quiet",
+                     "--run-dir", str(run_dir)]) == 0
+    store = RunStore(run_dir)
+    cfg = config_from_run(run_dir)
+    exp = Experiment(cfg, store, digits.input_shape, digits.num_classes)
+    model = exp.new_model()
+    thetas = theta_ks(model, store.load_theta0(0), full_mask(exp.prunable_tensors(model)), digits, cfg, [0, 30],
+                      data_seed=exp.seed("data", 0))
+    rewind = store.load_rewind(0)
+    assert all(torch.equal(thetas[30][n], rewind[n]) for n in rewind)
+    assert all(torch.equal(thetas[0][n], store.load_theta0(0)[n]) for n in rewind)
+
+    (r,) = instability(run_dir, 1, [30], points=5, splits=digits, log=None)
+    mask = store.load_level_mask(0, 1)
+    assert r.level == 1 and r.weights_remaining == pytest.approx(0.8, abs=0.01)
+    point = run_dir / "instability" / "trial_0" / "level_1" / "k_30"
+    for c in range(COPIES):
+        w = torch.load(point / f"copy_{c}.pt", weights_only=True)
+        assert all(float(w[n][~m].abs().sum()) == 0.0 for n, m in mask.items())
+        assert all(bool((w[n][m] != 0).any()) for n, m in mask.items())
+
+
+@pytest.mark.parametrize("ks, level, words", [
+    ([0, 120], 0, "rewind iteration 120: must be below train.iterations = 120"),
+    ([-1], 0, "rewind iteration -1: must be >= 0"),
+    ([], 0, "no rewind iterations given"),
+    ([0], 1, "level 1 needs that level's IMP mask, which only a run has: run `lth run --levels 1`"),
+])
+def test_unanswerable_requests_are_config_errors_before_any_work(tmp_path, ks, level, words):
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace("`", ".")):
+        instability(_cfg(), level, ks, root=tmp_path, log=None)
+    assert list(tmp_path.iterdir()) == []  # nothing was written
+
+
+def test_an_output_directory_of_another_configuration_is_refused(tmp_path, digits):
+    _sweep(_cfg(), tmp_path, ks=(0,), splits=digits, out=tmp_path / "out")
+    with pytest.raises(StoreError, match="another configuration"):
+        _sweep(_cfg(iterations=100), tmp_path, ks=(0,), splits=digits, out=tmp_path / "out")
+
+
+def test_the_sweep_and_the_barrier_are_public_names_of_lth():
+    import lth
+
+    assert lth.instability is instability and lth.error_barrier is error_barrier
+    assert {"instability", "error_barrier"} <= set(lth.__all__)

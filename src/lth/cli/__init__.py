@@ -39,7 +39,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("run", "presets", "models", "config", "report", "plot", "export", "verify")
+COMMANDS = ("run", "presets", "models", "config", "report", "plot", "export", "verify", "instability")
 EXIT_USAGE, EXIT_DATA, EXIT_STORE, EXIT_EXPORT, EXIT_REPORT, EXIT_MEMORY, EXIT_BUG = 2, 3, 4, 5, 6, 7, 70
 BUG_LINE = ("lth: internal error: this is a bug in lth, not in your input; please report it with the "
             "traceback above and the command you ran")

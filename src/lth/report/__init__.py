@@ -2,7 +2,8 @@
 self-contained HTML report."""
 
 from .bundle import ReportFiles, write_report
-from .figures import plot
+from .figures import plot, plot_instability
+from .instability import write_tables as write_instability_tables
 from .runs import RunData, load_run
 from .tables import (
     DamagedUnitsWarning,
@@ -18,4 +19,5 @@ from .tables import (
 from .verdict import Verdict, verdict
 
 __all__ = ["DamagedUnitsWarning", "ReportError", "ReportFiles", "Row", "RunData", "Stat", "Verdict", "aggregate",
-           "load_records", "load_run", "markdown_table", "plot", "report", "text_table", "verdict", "write_report"]
+           "load_records", "load_run", "markdown_table", "plot", "plot_instability", "report", "text_table", "verdict",
+           "write_instability_tables", "write_report"]

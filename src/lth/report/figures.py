@@ -128,3 +128,63 @@ def _write(out: Path, data: bytes) -> None:
                               "choose another --out") from None
         raise ReportError(f"cannot write {out} ({e.strerror or e}); make its folder writable, or choose "
                           "another --out") from None
+
+
+def plot_instability(results, out_base: Path, title: str | None = None) -> list[Path]:
+    """Barrier against the rewind iteration k (Frankle et al. 2020, Fig. 3/5 style): one line for
+    the train and one for the test barrier per level (the mean over trials where there are
+    several), with the paper's 2-point stability threshold. The x axis is symmetric-log, linear
+    below the smallest k > 0, so k = 0 sits at its left end. Writes ``out_base`` + ``.png`` and
+    ``.svg`` atomically; :class:`ReportError` without matplotlib (``pip install 'lth[plot]'``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # optional dependency
+        raise ReportError("plotting needs matplotlib: pip install 'lth[plot]'") from e
+    if not results:
+        raise ReportError("no instability results to plot")
+    from .instability import STABLE_BELOW_PCT
+
+    levels = sorted({r.level for r in results})
+    ks = sorted({r.rewind_iteration for r in results})
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, level in enumerate(levels):
+        rs = [r for r in results if r.level == level]
+        xs = sorted({r.rewind_iteration for r in rs})
+        density = 100 * rs[0].weights_remaining
+        color = colors[i % len(colors)]
+        for key, style, what in (("test_barrier", "-", "test"), ("train_barrier", "--", "train")):
+            ys = [100 * sum(getattr(r, key) for r in rs if r.rewind_iteration == k)
+                  / sum(1 for r in rs if r.rewind_iteration == k) for k in xs]
+            ax.plot(xs, ys, style, color=color, marker="o" if what == "test" else "s", ms=4,
+                    label=f"{what}, level {level} ({density:.3g}% of weights)")
+    ax.axhline(STABLE_BELOW_PCT, color="gray", lw=0.8, ls=":", label=f"{STABLE_BELOW_PCT:g} points (stable below)")
+    positive = [k for k in ks if k > 0]
+    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1, linscale=0.5)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+    ax.set_xlabel("rewind iteration k")
+    ax.set_ylabel("error barrier (percentage points)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    n = sorted({r.trial for r in results})
+    ax.set_title(printable(title or "instability"), fontsize=10)
+    if len(n) > 1:
+        fig.text(0.99, 0.01, f"mean of {len(n)} trials", ha="right", fontsize=7)
+    written = []
+    try:
+        fig.tight_layout()
+        for fmt in ("png", "svg"):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, dpi=120)
+            path = Path(f"{out_base}.{fmt}")
+            _write(path, buf.getvalue())
+            written.append(path)
+    finally:
+        plt.close(fig)
+    return written
