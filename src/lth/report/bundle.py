@@ -158,7 +158,8 @@ CAPTIONS = {
 }
 
 
-def _html(runs: Sequence[RunData], files: ReportFiles, extra_sections: Sequence[tuple[str, str]]) -> str:
+def _html(runs: Sequence[RunData], files: ReportFiles, extra_sections: Sequence[tuple[str, str]],
+          units: Sequence[Sequence[str]]) -> str:
     from ..training import software_versions
 
     title = "lth report: " + ", ".join(r.name for r in runs)
@@ -197,7 +198,7 @@ def _html(runs: Sequence[RunData], files: ReportFiles, extra_sections: Sequence[
         parts.append(f"<p>{html.escape(run.name)}: {len(run.records)} finished units, "
                      f"{wall_time(run) / 60:.1f} minutes of training in all.</p>")
         parts.append(_table_html(("machine", "software"), machines, left=(0, 1)))
-    parts.append(_table_html(UNIT_COLUMNS, unit_rows(runs), left=(0, 3, 11, 12)))
+    parts.append(_table_html(UNIT_COLUMNS, units, left=(0, 3, 11, 12)))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -289,11 +290,12 @@ def write_report(runs: Sequence[RunData], out_dir: Path, *, tolerance: float = 0
             if run.curves:
                 files.figures[f"curves_{run.name}"] = curves_figure(run, out_dir / f"curves_{run.name}", curve_levels,
                                                                     formats=formats)
+    units = unit_rows(runs)
     texts = {
         "results.md": results_markdown(runs),
         "results.csv": rows_csv(runs),
-        "units.md": _md(UNIT_COLUMNS, unit_rows(runs)),
-        "units.csv": _csv(UNIT_COLUMNS, unit_rows(runs)),
+        "units.md": _md(UNIT_COLUMNS, units),
+        "units.csv": _csv(UNIT_COLUMNS, units),
         "verdict.md": "\n".join(v.text() for v in files.verdicts),
         "verdict.json": json.dumps([_verdict_json(v) for v in files.verdicts], indent=2) + "\n",
     }
@@ -301,7 +303,7 @@ def write_report(runs: Sequence[RunData], out_dir: Path, *, tolerance: float = 0
         _write(out_dir / name, text.encode())
         files.tables.append(out_dir / name)
     files.html = out_dir / "report.html"
-    _write(files.html, _html(runs, files, extra_sections).encode())
+    _write(files.html, _html(runs, files, extra_sections, units).encode())
     return files
 
 
