@@ -108,3 +108,20 @@ def test_a_title_matplotlib_cannot_draw_is_one_line_and_writes_nothing(tmp_path)
     assert str(e.value).startswith("matplotlib cannot draw the figure as .png (ParseSyntaxException: ")
     assert str(e.value).endswith("; write the $...$ of --title as matplotlib math, or leave out the $ signs")
     assert "\n" not in str(e.value) and list(tmp_path.glob("*f.png*")) == []
+
+
+def test_without_matplotlib_every_figure_entry_is_one_report_error_naming_the_install(tmp_path, monkeypatch):
+    import sys
+
+    from lth.report.figures import save_figure
+    from lth.report.paper import _pyplot
+
+    for mod in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, mod, None)  # import matplotlib now raises ImportError
+    with pytest.raises(ReportError, match=r"^figures need matplotlib: pip install 'lth\[plot\]'$"):
+        plot(make_run(tmp_path / "run"), tmp_path / "f.png")
+    with pytest.raises(ReportError, match=r"pip install 'lth\[plot\]' \(or lth report --no-figures\)$"):
+        _pyplot()
+    with pytest.raises(ReportError, match="figures need matplotlib"):
+        save_figure(object(), tmp_path / "f", ("png",))
+    assert not list(tmp_path.glob("f*"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from .tables import ReportError, aggregate, branch_rank, load_records
@@ -50,6 +51,39 @@ def _check_out(out: Path) -> str:
     return fmt
 
 
+def pyplot(without: str = ""):
+    """matplotlib.pyplot on the Agg backend; :class:`ReportError` naming the install (and
+    ``without``, how to go on without figures) when matplotlib, an optional dependency, is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ReportError(f"figures need matplotlib: pip install 'lth[plot]'{without}") from e
+    return plt
+
+
+def save_figure(fig, out_base: Path, formats: Sequence[str], dpi: int = 100) -> list[Path]:
+    """``fig`` as ``out_base.<fmt>`` for each format, each through an atomic rename, then closed.
+    SVGs keep their text as text (searchable, editable, smaller) and carry no date, so the same
+    numbers give the same file."""
+    plt = pyplot()
+    paths = []
+    try:
+        fig.tight_layout()
+        for fmt in formats:
+            buf = io.BytesIO()
+            with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "lth"}):
+                fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
+            out = out_base.with_name(f"{out_base.name}.{fmt}")
+            _write(out, buf.getvalue())
+            paths.append(out)
+    finally:
+        plt.close(fig)
+    return paths
+
+
 def plot(run_dir: Path, out: Path, title: str | None = None) -> Path:
     """The paper's Fig. 3/4 view: early-stop iteration and test accuracy at early stop against
     the percent of weights remaining (log scale, dense on the left), mean with min/max bars.
@@ -58,13 +92,7 @@ def plot(run_dir: Path, out: Path, title: str | None = None) -> Path:
     suffix it cannot write, or an ``out`` that cannot become a file, is a :class:`ReportError`
     before the run is read. Missing folders of ``out`` are created; the file appears atomically.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:  # optional dependency
-        raise ReportError("plotting needs matplotlib: pip install 'lth[plot]'") from e
+    plt = pyplot()
     out = Path(out)
     fmt = _check_out(out)
     rows = aggregate(load_records(run_dir))
@@ -136,13 +164,7 @@ def plot_instability(results, out_base: Path, title: str | None = None) -> list[
     several), with the paper's 2-point stability threshold. The x axis is symmetric-log, linear
     below the smallest k > 0, so k = 0 sits at its left end. Writes ``out_base`` + ``.png`` and
     ``.svg`` atomically; :class:`ReportError` without matplotlib (``pip install 'lth[plot]'``)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:  # optional dependency
-        raise ReportError("plotting needs matplotlib: pip install 'lth[plot]'") from e
+    plt = pyplot()
     if not results:
         raise ReportError("no instability results to plot")
     from .instability import STABLE_BELOW_PCT
@@ -176,15 +198,4 @@ def plot_instability(results, out_base: Path, title: str | None = None) -> list[
     ax.set_title(printable(title or "instability"), fontsize=10)
     if len(n) > 1:
         fig.text(0.99, 0.01, f"mean of {len(n)} trials", ha="right", fontsize=7)
-    written = []
-    try:
-        fig.tight_layout()
-        for fmt in ("png", "svg"):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=120)
-            path = Path(f"{out_base}.{fmt}")
-            _write(path, buf.getvalue())
-            written.append(path)
-    finally:
-        plt.close(fig)
-    return written
+    return save_figure(fig, Path(out_base), ("png", "svg"), dpi=120)

@@ -16,11 +16,10 @@ Every figure is written as PNG and SVG (or the formats asked for) through an ato
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from .figures import BRANCH_STYLE, _write, printable
+from .figures import BRANCH_STYLE, printable, pyplot, save_figure
 from .runs import RunData
 from .tables import ReportError, Row, branch_rank
 
@@ -39,33 +38,7 @@ LINESTYLES = {"ticket": "-", "reinit": "--", "random_mask": ":", "oneshot": "-."
 
 
 def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:  # optional dependency
-        raise ReportError("figures need matplotlib: pip install 'lth[plot]' (or lth report --no-figures)") from e
-    return plt
-
-
-def _save(fig, out_base: Path, formats: Sequence[str]) -> list[Path]:
-    """``fig`` as ``out_base.<fmt>`` for each format. SVGs keep their text as text (searchable,
-    editable, smaller) and carry no date, so the same run gives the same file."""
-    plt = _pyplot()
-    paths = []
-    try:
-        fig.tight_layout()
-        for fmt in formats:
-            buf = io.BytesIO()
-            with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "lth"}):
-                fig.savefig(buf, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
-            out = out_base.with_name(f"{out_base.name}.{fmt}")
-            _write(out, buf.getvalue())
-            paths.append(out)
-    finally:
-        plt.close(fig)
-    return paths
+    return pyplot(" (or lth report --no-figures)")
 
 
 def _branches(rows: list[Row]) -> list[str]:
@@ -117,7 +90,7 @@ def summary_figures(runs: Sequence[RunData], out_dir: Path, formats: Sequence[st
         ax.legend(fontsize="small")
         title = runs[0].label if not several else " vs ".join(r.label for r in runs)
         ax.set_title(printable(title), fontsize="medium")
-        written[stem] = _save(fig, out_dir / stem, formats)
+        written[stem] = save_figure(fig, out_dir / stem, formats, DPI)
     return written
 
 
@@ -177,4 +150,4 @@ def curves_figure(run: RunData, out_base: Path, levels: Sequence[int] | None = N
         ax.grid(True, alpha=0.3)
         ax.legend(title="weights remaining", fontsize="small")
     fig.suptitle(printable(f"{run.label}: {branch} training curves"), fontsize="medium")
-    return _save(fig, out_base, formats)
+    return save_figure(fig, out_base, formats, DPI)

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..analysis.statistics import TicketStatistics
-from .figures import BRANCH_STYLE
-from .paper import FORMATS, _pyplot, _save, _x_axis
+from .figures import BRANCH_STYLE, save_figure
+from .paper import DPI, FORMATS, _pyplot, _x_axis
 
 
 def _pct(x: float) -> str:
@@ -93,7 +93,7 @@ def statistics_figures(stats: TicketStatistics, out_dir: Path,
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="x-small")
         ax.set_title(f"{stats.run}: sparsity per layer", fontsize="medium")
-        written["statistics_layers"] = _save(fig, out_dir / "statistics_layers", formats)
+        written["statistics_layers"] = save_figure(fig, out_dir / "statistics_layers", formats, DPI)
     pruned_levels = [r for r in stats.init if r.level > 0]
     if pruned_levels:
         picks = [pruned_levels[0], pruned_levels[len(pruned_levels) // 2], pruned_levels[-1]]
@@ -112,7 +112,7 @@ def statistics_figures(stats: TicketStatistics, out_dir: Path,
             ax.legend(fontsize="x-small")
         axes[0][0].set_ylabel("density")
         fig.suptitle(f"{stats.run}: initial values of survivors vs pruned weights", fontsize="medium")
-        written["statistics_init"] = _save(fig, out_dir / "statistics_init", formats)
+        written["statistics_init"] = save_figure(fig, out_dir / "statistics_init", formats, DPI)
     overlap = [r for r in stats.overlap if r.trials_mean is not None]
     if overlap:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -126,7 +126,7 @@ def statistics_figures(stats: TicketStatistics, out_dir: Path,
         ax.set_ylabel("Jaccard index of the kept weights")
         ax.legend(fontsize="small")
         ax.set_title(f"{stats.run}: mask overlap", fontsize="medium")
-        written["statistics_overlap"] = _save(fig, out_dir / "statistics_overlap", formats)
+        written["statistics_overlap"] = save_figure(fig, out_dir / "statistics_overlap", formats, DPI)
     if stats.movement:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         dense = [r for r in stats.movement if r.branch == "dense"]
@@ -142,5 +142,5 @@ def statistics_figures(stats: TicketStatistics, out_dir: Path,
         ax.set_ylabel("abs(w_final - w_start) / initial std")
         ax.legend(fontsize="small")
         ax.set_title(f"{stats.run}: how far surviving weights moved", fontsize="medium")
-        written["statistics_movement"] = _save(fig, out_dir / "statistics_movement", formats)
+        written["statistics_movement"] = save_figure(fig, out_dir / "statistics_movement", formats, DPI)
     return written
