@@ -168,3 +168,19 @@ def test_the_browser_check_sees_console_errors_and_broken_images(tmp_path):
     page = load_page(bad)
     assert any("boom" in e for e in page.errors) and any("undefinedFunction" in e for e in page.errors)
     assert page.images[0]["naturalWidth"] == 0 and page.images[0]["colours"] == 0
+
+
+def test_a_report_checks_each_finished_units_files_once(tmp_path, monkeypatch):
+    run_dir = make_run(tmp_path / "run")
+    checked: list[tuple] = []
+    original = RunStore.unit_problems
+
+    def counting(self, *key):
+        checked.append(key)
+        return original(self, *key)
+
+    monkeypatch.setattr(RunStore, "unit_problems", counting)
+    run = load_run(run_dir)
+    files = write_report([run], tmp_path / "out")
+    assert (files.out_dir / "report.html").exists() and (files.out_dir / "statistics.json").exists()
+    assert sorted(checked) == sorted({(r.trial, r.level, r.branch) for r in run.records}) and len(run.records) == 14

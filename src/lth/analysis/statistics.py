@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..store import RunStore, StoreError
+from ..store import RunStore, StoreError, UnitRecord
 
 Tensors = dict[str, torch.Tensor]
 #: Histogram edges of initial values, in units of the layer's initial std (values beyond fall
@@ -198,10 +198,11 @@ def _load(what: str, fn: Callable[[], Any], notes: list[str]) -> Any:
         return None
 
 
-def ticket_statistics(run_dir: Path) -> TicketStatistics:
+def ticket_statistics(run_dir: Path, records: Sequence[UnitRecord] | None = None) -> TicketStatistics:
     """Every statistic of a run directory's intact files (module docstring). A damaged or missing
     file leaves out what needs it, with a :class:`StatisticsWarning` naming it; a folder that is
-    not a run directory is a :class:`StoreError`."""
+    not a run directory is a :class:`StoreError`. ``records``: the run's intact finished units
+    where the caller has just checked them (:meth:`RunStore.survey`), so they are not checked again."""
     run_dir = Path(run_dir)
     try:
         config = json.loads((run_dir / "config.json").read_text())
@@ -211,7 +212,7 @@ def ticket_statistics(run_dir: Path) -> TicketStatistics:
     store = RunStore(run_dir)
     stats = TicketStatistics(run=run_dir.resolve().name, rewind_iteration=k)
     notes = stats.notes
-    records = [r for r in store.records() if r.ok]
+    records = [r for r in (store.records() if records is None else records) if r.ok]
     trials = sorted({r.trial for r in records})
     levels = sorted({r.level for r in records})
     theta0 = {t: _load(f"theta0 of trial {t}", lambda t=t: store.load_theta0(t), notes) for t in trials}
@@ -231,7 +232,7 @@ def ticket_statistics(run_dir: Path) -> TicketStatistics:
     _sparsity(stats, masks, names)
     _init(stats, masks, theta0, trials, levels)
     _overlap(stats, masks, trials, levels)
-    _movement(stats, store, masks, theta0, trials, levels, k)
+    _movement(stats, store, masks, theta0, trials, levels, k, {r.key for r in records})
     return stats
 
 
@@ -282,7 +283,7 @@ def _overlap(stats: TicketStatistics, masks: dict, trials: list[int], levels: li
 
 
 def _movement(stats: TicketStatistics, store: RunStore, masks: dict, theta0: dict, trials: list[int],
-              levels: list[int], k: int) -> None:
+              levels: list[int], k: int, done: set[tuple[int, int, str]]) -> None:
     notes = stats.notes
     starts = {t: theta0.get(t) if k == 0 else
               _load(f"the rewind point (iteration {k}) of trial {t}", lambda t=t: store.load_rewind(t), notes)
@@ -291,7 +292,7 @@ def _movement(stats: TicketStatistics, store: RunStore, masks: dict, theta0: dic
         for branch in (("ticket",) if lv == 0 else MOVEMENT_BRANCHES):
             deltas, fractions = [], []
             for t in trials:
-                if theta0.get(t) is None or not store.is_done(t, lv, branch):
+                if theta0.get(t) is None or (t, lv, branch) not in done:
                     continue
                 start = theta0[t] if lv == 0 else starts.get(t)
                 mask = masks.get((t, lv))

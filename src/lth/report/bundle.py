@@ -237,7 +237,7 @@ def _statistics(runs: Sequence[RunData], out_dir: Path, files: ReportFiles, figu
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the notes below say what was left out
-                stats = ticket_statistics(run.path)
+                stats = ticket_statistics(run.path, run.records)
         except StoreError as e:
             parts.append(f"<p>{html.escape(run.name)}: no statistics ({html.escape(str(e))}).</p>")
             continue

@@ -60,8 +60,7 @@ def load_records(run_dir: Path) -> list[UnitRecord]:
         raise ReportError(f"{run_dir} is not an lth run directory (no config.json)")
     store = RunStore(run_dir)
     try:
-        records = store.records()
-        damaged = store.damaged_units()
+        records, damaged = store.survey()
     except StoreError as e:
         raise ReportError(str(e)) from e
     if damaged:

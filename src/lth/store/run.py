@@ -585,11 +585,21 @@ class RunStore:
 
     def records(self) -> list[UnitRecord]:
         """Every intact finished unit's record, sorted by (trial, level, branch)."""
-        return [self.record(*k) for k in self.finished_units() if self.unit_problems(*k) == []]
+        return self.survey()[0]
 
     def damaged_units(self) -> dict[tuple[int, int, str], list[str]]:
         """Every finished unit that is not intact, with what is wrong with it."""
-        return {k: ps for k in self.finished_units() if (ps := self.unit_problems(*k))}
+        return self.survey()[1]
+
+    def survey(self) -> tuple[list[UnitRecord], dict[tuple[int, int, str], list[str]]]:
+        """:meth:`records` and :meth:`damaged_units` from one check of every finished unit's files."""
+        records, damaged = [], {}
+        for k in self.finished_units():
+            if problems := self.unit_problems(*k):
+                damaged[k] = problems
+            else:
+                records.append(self.record(*k))
+        return records, damaged
 
     def load_checkpoint(self, trial: int, level: int, branch: str) -> dict[str, Any] | None:
         return _load_if_exists(self.unit_dir(trial, level, branch) / CHECKPOINT)
