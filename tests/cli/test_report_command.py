@@ -108,3 +108,29 @@ def test_the_report_of_a_run_trained_in_the_test_holds_its_figures_tables_and_cu
         assert png_size(report / f"statistics_{stem}.png")[0] > 300
         assert (report / f"statistics_{stem}.csv").read_text().count("\n") > 1
     assert "Initial values of survivors and pruned weights" in page
+
+
+def test_a_run_with_instability_results_gets_their_section_figure_tables_and_printed_lines(tmp_path, capsys):
+    from tests.report.test_instability import result, write_results
+
+    run = make_run(tmp_path / "run")
+    write_results(run, [result(0, 0, 4.0), result(0, 100, 0.5), result(0, 500, 0.2)])
+    assert main(["report", str(run), "--no-statistics"]) == 0
+    out = capsys.readouterr().out
+    assert ("instability (lth instability, test barrier below 2 points is stable):\n"
+            "  the dense network: stable from k = 100 on, not below it (k = 0, 100, 500 measured)\n") in out
+    folder = run / "report"
+    assert "| 0 | 0 | 100.00 | 100 | 0.00 | 0.50 | 90.00 |" in (folder / "instability.md").read_text()
+    assert (folder / "instability.csv").read_text().count("\n") == 4
+    assert png_size(folder / "instability.png") == (780, 480)  # 6.5 x 4 inches at 120 dpi
+    page = (folder / "report.html").read_text()
+    assert "<h2>Instability (linear mode connectivity)</h2>" in page and "stable from k = 100 on" in page
+    assert page.index("Instability (linear") < page.index("<h2>Configuration</h2>")
+
+
+def test_a_run_without_instability_results_has_no_instability_section(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    assert main(["report", str(run), "--no-statistics", "--no-figures"]) == 0
+    assert "instability (lth instability" not in capsys.readouterr().out
+    assert "Instability" not in (run / "report" / "report.html").read_text()
+    assert not (run / "report" / "instability.md").exists()

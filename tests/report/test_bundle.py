@@ -50,8 +50,12 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    from .test_instability import result, write_results
+
     tmp = tmp_path_factory.mktemp("bundle")
-    run = load_run(make_run(tmp / "run"))
+    run_dir = make_run(tmp / "run")
+    write_results(run_dir, [result(0, 0, 3.0), result(0, 100, 1.0)])  # as `lth instability` leaves them
+    run = load_run(run_dir)
     return run, write_report([run], tmp / "out")
 
 
@@ -62,7 +66,7 @@ def test_every_figure_is_written_as_png_and_svg(report):
         assert png_size(png) == ((1100, 400) if stem.startswith("curves") else (640, 420))
         assert svg.read_text().lstrip().startswith("<?xml") and "</svg>" in svg.read_text()
     stats = ("statistics_layers", "statistics_init", "statistics_overlap", "statistics_movement")
-    assert sorted(files.figures) == sorted((*FIGURES, f"curves_{run.name}", *stats))
+    assert sorted(files.figures) == sorted((*FIGURES, f"curves_{run.name}", "instability", *stats))
     for stem in stats:
         assert png_size(files.out_dir / f"{stem}.png")[0] > 300
 
@@ -85,7 +89,8 @@ def test_the_markdown_tables_and_the_verdict_are_written(report):
     names = {p.name for p in files.tables}
     assert names == {"results.md", "results.csv", "units.md", "units.csv", "verdict.md", "verdict.json",
                      "statistics.json", *(f"statistics_{k}.csv" for k in ("layers", "init", "overlap", "movement")),
-                     *(f"statistics_{k}.md" for k in ("init", "overlap", "movement"))}
+                     *(f"statistics_{k}.md" for k in ("init", "overlap", "movement")),
+                     "instability.md", "instability.csv"}
     results = (files.out_dir / "results.md").read_text()
     assert results.startswith("| level | weights % | branch |") and results.count("\n") == 2 + 7
     # dense 95-96%; tickets 95, 94, 93%: the ticket matches at level 1 only
@@ -108,7 +113,7 @@ def test_report_html_is_one_self_contained_file(report):
     page = files.html.read_text()
     assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == len(files.figures) == 8
+    assert len(sources) == len(files.figures) == 9
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     for words in ("winning tickets found down to 80% of weights", "Test CPU, 2 logical CPUs",
                   '"name": "t"', "lth 0.1.0, torch 2.13.0+cpu"):
@@ -148,7 +153,7 @@ def test_report_html_renders_in_a_real_browser_without_errors(report):
     page = load_page(files.html)
     assert page.errors == []
     assert page.title == f"lth report: {run.name}"
-    assert len(page.images) == len(files.figures) == 8
+    assert len(page.images) == len(files.figures) == 9
     sizes = {stem.replace("_", " "): png_size(next(p for p in paths if p.suffix == ".png"))
              for stem, paths in files.figures.items()}
     sizes[f"training curves of {run.name}"] = sizes.pop(f"curves {run.name}")

@@ -58,6 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..report import ReportError, load_run, markdown_table, text_table, verdict, write_report
     from ..report.figures import printable
+    from ..report.instability import STABLE_BELOW_PCT, run_instability, stability_lines
     from .common import lth_warnings
 
     if len(args.run_dirs) > 1 and args.out is None and not args.no_files:
@@ -78,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
         if any(r.level == 0 for r in run.rows):
             print()
             print(verdict(run.rows, printable(run.name), args.tolerance, run.planned_levels).text(), end="")
+        stability = stability_lines(run_instability(run.path)[0])
+        if stability:
+            print(f"\ninstability (lth instability, test barrier below {STABLE_BELOW_PCT:g} points is stable):")
+            print("".join(f"  {printable(line)}\n" for line in stability), end="")
         if len(runs) > 1:
             print()
     if args.no_files:

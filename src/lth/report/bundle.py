@@ -271,17 +271,57 @@ def _statistics(runs: Sequence[RunData], out_dir: Path, files: ReportFiles, figu
              + "</div>" + "".join(p for p in parts if not p.startswith("<figure")))]
 
 
+def _instability(runs: Sequence[RunData], out_dir: Path, files: ReportFiles, figures: bool) -> list[tuple[str, str]]:
+    """Each run's ``lth instability`` results (``RUN_DIR/instability``), where it has any: which
+    rewind points are stable, the table and the barrier-vs-k figure. Damaged results are left out
+    with a line naming them, as ``lth instability`` does."""
+    from .figures import plot_instability
+    from .instability import HEADER as INSTABILITY_HEADER
+    from .instability import STABLE_BELOW_PCT, csv_table, markdown_report, run_instability, stability_lines
+    from .instability import table_rows as instability_rows
+
+    parts = []
+    for run in runs:
+        results, damaged = run_instability(run.path)
+        if not results:
+            continue
+        suffix = f"_{run.name}" if len(runs) > 1 else ""
+        if len(runs) > 1:
+            parts.append(f"<h3>{html.escape(run.name)}</h3>")
+        for name, text in ((f"instability{suffix}.md", markdown_report(results, run.name)),
+                           (f"instability{suffix}.csv", csv_table(results))):
+            _write(out_dir / name, text.encode())
+            files.tables.append(out_dir / name)
+        parts.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in stability_lines(results)) + "</ul>")
+        if figures:
+            paths = plot_instability(results, out_dir / f"instability{suffix}", f"{run.name}: instability")
+            files.figures[f"instability{suffix}"] = paths
+            png = next(q for q in paths if q.suffix == ".png")
+            parts.append(_img(png, "instability", "Error barrier between two copies trained from the rewind point k "
+                              "with different data orders (test: solid, train: dashed), against k; stable below "
+                              f"{STABLE_BELOW_PCT:g} points."))
+        parts.append(_table_html(INSTABILITY_HEADER, instability_rows(results)))
+        parts += [f'<p class="meta">left out, damaged: {html.escape(str(e))}</p>' for e in damaged]
+    if not parts:
+        return []
+    intro = ("<p>Linear mode connectivity (Frankle, Dziugaite, Roy &amp; Carbin, ICML 2020), from "
+             "<code>lth instability</code>: the barrier is the largest error on the line between the two copies' "
+             "final weights minus the mean of its ends' errors, in percentage points.</p>")
+    return [("Instability (linear mode connectivity)", intro + "".join(parts))]
+
+
 def write_report(runs: Sequence[RunData], out_dir: Path, *, tolerance: float = 0.0,
                  curve_levels: Sequence[int] | None = None, figures: bool = True,
                  formats: Sequence[str] = FORMATS, statistics: bool = True,
                  extra_sections: Sequence[tuple[str, str]] = ()) -> ReportFiles:
-    """Write every file of the report into ``out_dir`` (module docstring). ``statistics``: also
+    """Write every file of the report into ``out_dir`` (module docstring), with each run's
+    instability results where ``lth instability`` has made some. ``statistics``: also
     the ticket statistics (:mod:`lth.analysis.statistics`: reads every mask and trained weight).
     ``extra_sections``: (heading, HTML) pairs placed after the results table."""
     out_dir = Path(out_dir)
     files = ReportFiles(out_dir)
-    if statistics:
-        extra_sections = [*_statistics(runs, out_dir, files, figures, formats), *extra_sections]
+    extra_sections = [*_instability(runs, out_dir, files, figures),
+                      *(_statistics(runs, out_dir, files, figures, formats) if statistics else []), *extra_sections]
     files.verdicts = [verdict(run.rows, run.name, tolerance, run.planned_levels)
                       for run in runs if any(r.level == 0 for r in run.rows)]
     if figures:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def save_figure(fig, out_base: Path, formats: Sequence[str], dpi: int = 100) -> 
         fig.tight_layout()
         for fmt in formats:
             buf = io.BytesIO()
-            with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "lth"}):
+            with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "lth"}), warnings.catch_warnings():
+                # matplotlib warns when placing a legend took it over a second: a busy machine, not a fault
+                warnings.filterwarnings("ignore", message="Creating legend with loc=", category=UserWarning)
                 fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
             out = out_base.with_name(f"{out_base.name}.{fmt}")
             _write(out, buf.getvalue())

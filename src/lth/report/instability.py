@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..analysis import InstabilityResult
-from ..store import atomic_write_bytes
+from ..analysis.instability_store import load_results
+from ..store import DamagedFileError, StoreError, atomic_write_bytes
 
 HEADER = ("trial", "level", "weights %", "k", "train barrier %", "test barrier %", "endpoint test acc %")
 CSV_FIELDS = ("trial", "level", "weights_remaining_pct", "k", "train_barrier_pct", "test_barrier_pct",
@@ -72,6 +73,56 @@ def markdown_report(results: Sequence[InstabilityResult], title: str) -> str:
         notes += [f"Path: {protocol.points} evenly spaced points; train error on {rs[0].train_examples:,} training "
                   f"images; {rs[0].iterations:,} iterations per copy.", ""]
     return "\n".join(notes) + "\n" + markdown_table(rs)
+
+
+def stable_from(results: Sequence[InstabilityResult]) -> dict[int, int | None]:
+    """Per level, the smallest rewind point k from which every measured k' >= k is stable (test
+    barrier, the mean over trials, below :data:`STABLE_BELOW_PCT` points); None where the largest
+    k measured is not."""
+    out: dict[int, int | None] = {}
+    for level in sorted({r.level for r in results}):
+        by_k: dict[int, list[float]] = {}
+        for r in results:
+            if r.level == level:
+                by_k.setdefault(r.rewind_iteration, []).append(100 * r.test_barrier)
+        first = None
+        for k in sorted(by_k, reverse=True):
+            if sum(by_k[k]) / len(by_k[k]) >= STABLE_BELOW_PCT:
+                break
+            first = k
+        out[level] = first
+    return out
+
+
+def stability_lines(results: Sequence[InstabilityResult]) -> list[str]:
+    """One sentence per level saying from which k the network is stable (:func:`stable_from`)."""
+    lines = []
+    for level, k in stable_from(results).items():
+        rs = [r for r in results if r.level == level]
+        ks = sorted({r.rewind_iteration for r in rs})
+        what = "the dense network" if level == 0 else f"level {level} ({100 * rs[0].weights_remaining:.3g}% of weights)"
+        measured = f"k = {', '.join(map(str, ks))} measured"
+        if k is None:
+            lines.append(f"{what}: unstable at k = {ks[-1]} (test barrier at least {STABLE_BELOW_PCT:g} points); "
+                         f"{measured}")
+        elif k == ks[0]:
+            lines.append(f"{what}: stable at every k measured (k = {', '.join(map(str, ks))})")
+        else:
+            lines.append(f"{what}: stable from k = {k} on, not below it ({measured})")
+    return lines
+
+
+def run_instability(run_dir: Path) -> tuple[list[InstabilityResult], list[DamagedFileError]]:
+    """A run directory's ``lth instability`` results (``RUN_DIR/instability``) and the damaged ones
+    left out; nothing where it has none."""
+    damaged: list[DamagedFileError] = []
+    folder = Path(run_dir) / "instability"
+    if not folder.is_dir():
+        return [], []
+    try:
+        return load_results(folder, damaged), damaged
+    except StoreError:
+        return [], []
 
 
 def write_tables(results: Sequence[InstabilityResult], out: Path, title: str) -> list[Path]:
