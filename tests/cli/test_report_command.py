@@ -134,3 +134,22 @@ def test_a_run_without_instability_results_has_no_instability_section(tmp_path, 
     assert "instability (lth instability" not in capsys.readouterr().out
     assert "Instability" not in (run / "report" / "report.html").read_text()
     assert not (run / "report" / "instability.md").exists()
+
+
+def test_without_matplotlib_the_report_is_one_line_naming_no_figures_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from tests.report.test_instability import result, write_results
+
+    run = make_run(tmp_path / "run")
+    write_results(run, [result(0, 0, 1.0)])
+    for mod in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, mod, None)  # import matplotlib now raises ImportError
+    from lth.cli import EXIT_REPORT
+
+    assert main(["report", str(run)]) == EXIT_REPORT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lth: error: figures need matplotlib: pip install 'lth[plot]' (or lth report --no-figures)"]
+    assert not (run / "report").exists()
+    assert main(["report", str(run), "--no-figures"]) == 0
+    assert (run / "report" / "instability.md").exists() and not (run / "report" / "instability.png").exists()

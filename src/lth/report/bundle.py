@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .figures import _write, printable
-from .paper import FORMATS, curves_figure, summary_figures
+from .paper import FORMATS, _pyplot, curves_figure, summary_figures
 from .runs import RunData
 from .tables import HEADER, markdown_table, table_rows
 from .verdict import Verdict, verdict
@@ -320,6 +320,8 @@ def write_report(runs: Sequence[RunData], out_dir: Path, *, tolerance: float = 0
     ``extra_sections``: (heading, HTML) pairs placed after the results table."""
     out_dir = Path(out_dir)
     files = ReportFiles(out_dir)
+    if figures:
+        _pyplot()  # without matplotlib: one ReportError naming the fix, before any file is written
     extra_sections = [*_instability(runs, out_dir, files, figures),
                       *(_statistics(runs, out_dir, files, figures, formats) if statistics else []), *extra_sections]
     files.verdicts = [verdict(run.rows, run.name, tolerance, run.planned_levels)
