@@ -121,6 +121,7 @@ class Recorder(ProgressSink):
             raise Crash
 
     def run_started(self, progress):
+        self.progress = progress
         self._add("run_started", progress.total_units, progress.finished_units, progress.todo_iters)
 
     def units_started(self, units):
@@ -185,6 +186,8 @@ def test_a_resumed_unit_starts_with_its_recorded_evaluations_and_reports_only_ne
         ("unit_finished", ticket, "ok"), ("unit_finished", reinit, "ok"),
         ("message", "finished"), ("run_finished", 3),
     ]
+    # iterations 0-20 were trained before: the work left, and the rate the ETA uses, are 20-40 of each
+    assert sink.progress.todo_iters == sink.progress.done_iters == 2 * 20
 
 
 def test_sinks_sends_every_event_to_each_sink_and_closes_all_when_one_fails():

@@ -84,6 +84,7 @@ class LiveProgress(ProgressSink):
                                  status=self._unit_status(u.key, last, u.iteration))
             self.units[u.key] = (task, label, u.iteration)
             self.latest[u.key] = u.iteration
+        self._update_overall()  # a resumed group has shortened the work left
 
     def evaluated(self, key: UnitKey, point: EvalPoint) -> None:
         _, bars = self._require()
@@ -154,7 +155,8 @@ class LiveProgress(ProgressSink):
     def _update_overall(self) -> None:
         p, bars = self._require()
         if self.overall is not None:
-            bars.update(self.overall, description=self._units_text(),
+            self.overall_total = max(p.todo_iters, 1)
+            bars.update(self.overall, description=self._units_text(), total=self.overall_total,
                         completed=min(p.done_iters + self.current_iters, p.todo_iters))
 
     def _require(self) -> tuple[Progress, Bars]:

@@ -319,11 +319,12 @@ class Lottery:
         cfg, store = self.cfg, self.store
         for spec in specs:
             store.unit_dir(spec.key.trial, spec.key.level, spec.key.branch).mkdir(parents=True, exist_ok=True)
+        first = resumes[0].step if resumes[0] is not None else specs[0].start_step
+        progress.resumed((first - specs[0].start_step) * len(specs))  # the ETA counts only what is left
         self.sink.units_started([
             StartingUnit(s.key, density(s.mask), r.step if r is not None else s.start_step, r is not None,
                          tuple(EvalPoint(**h) for h in r.history) if r is not None else ())
             for s, r in zip(specs, resumes)])
-        first = resumes[0].step if resumes[0] is not None else specs[0].start_step
         units = [UnitInput(s.start_state, s.mask, self.exp.seed("data", s.key.trial), r,
                            self.exp.seed("dropout", s.key.trial, s.key.level, s.key.branch), s.start_optimizer)
                  for s, r in zip(specs, resumes)]

@@ -51,6 +51,11 @@ class Progress:
         self.t0 = time.perf_counter()
         self.last_print = 0.0
 
+    def resumed(self, iters: int) -> None:
+        """A group resumed from checkpoints: ``iters`` of its iterations were trained before this
+        process began, so they are neither left to do nor part of this process's rate."""
+        self.todo_iters -= iters
+
     @property
     def total_units(self) -> int:
         return len(self.units)
