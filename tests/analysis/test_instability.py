@@ -165,3 +165,15 @@ def test_the_sweep_and_the_barrier_are_public_names_of_lth():
 
     assert lth.instability is instability and lth.error_barrier is error_barrier
     assert {"instability", "error_barrier"} <= set(lth.__all__)
+
+
+def test_an_output_directory_has_one_writer_and_its_first_drops_a_killed_writers_temporaries(tmp_path):
+    cfg = _cfg()
+    stale = tmp_path / "out" / "trial_0" / "level_0" / "k_0" / ".result.json.123.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("torn")
+    with InstabilityDir.open(tmp_path / "out", cfg):
+        assert not stale.exists()
+        with pytest.raises(StoreError, match=r"is in use by another lth instability process; wait for it to finish"):
+            InstabilityDir.open(tmp_path / "out", cfg)
+    InstabilityDir.open(tmp_path / "out", cfg).close()  # released: the next writer may open it

@@ -27,9 +27,7 @@ e.g. with more points.
 
 from __future__ import annotations
 
-import fcntl
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,14 +36,17 @@ import torch
 
 from ..config import ConfigError, ExperimentConfig
 from ..store import (
+    LOCK,
     DamagedFileError,
     DigestCache,
     FileDigest,
     StoreError,
     atomic_torch_save,
     atomic_write_json,
+    lock_folder,
     read_json,
     torch_load,
+    unlock_folder,
 )
 from .interpolation import error_barrier
 
@@ -211,27 +212,15 @@ class InstabilityDir:
         return out
 
     def _lock(self) -> None:
-        try:
-            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise StoreError(f"cannot write {self.path / '.lock'} ({e.strerror}); choose another --out") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(f"{self.path} is in use by another lth instability process; wait for it to finish, "
-                             "or stop it and rerun the same command to continue") from None
-        self._lock_fd = fd
-        for p in self.path.rglob(".*.tmp"):  # a killed writer's temporary files
-            try:
-                p.unlink()
-            except OSError:
-                pass
+        self._lock_fd = lock_folder(
+            self.path,
+            lambda holder: StoreError(f"{self.path} is in use by another lth instability process; wait for it to "
+                                      "finish, or stop it and rerun the same command to continue"),
+            lambda e: StoreError(f"cannot write {self.path / LOCK} ({e.strerror}); choose another --out"))
 
     def close(self) -> None:
         if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            unlock_folder(self._lock_fd)
             self._lock_fd = None
 
     def __enter__(self) -> InstabilityDir:

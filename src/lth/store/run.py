@@ -43,7 +43,6 @@ unrecorded one.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -67,6 +66,7 @@ from .atomic import (
     torch_load,
 )
 from .integrity import DigestCache, FileDigest, digest_bytes, signature
+from .lock import LOCK, lock_folder, unlock_folder
 from .records import UnitRecord
 
 RESULT = "result.json"
@@ -138,31 +138,14 @@ class RunStore:
         return store
 
     def acquire_lock(self) -> None:
-        try:
-            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise store_error(e, self.path / ".lock") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = ""
-            try:
-                holder = (self.path / ".lock").read_text().strip()
-            except OSError:
-                pass
-            raise StoreError(
+        def in_use(holder: str) -> StoreError:
+            return StoreError(
                 f"run directory {self.path} is in use by another lth process"
                 f"{f' ({holder})' if holder else ''}; wait for it to finish, or stop it and rerun "
                 "the same command to continue"
-            ) from None
-        self._lock_fd = fd
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()}\n".encode())
-        except OSError:
-            pass  # the note is informative only; the lock itself is held
-        self._remove_stale_temporaries()
+            )
+
+        self._lock_fd = lock_folder(self.path, in_use, lambda e: store_error(e, self.path / LOCK))
         self._finish_checkpoint_group()
 
     # ------------------------------------------------------------------ checkpoints
@@ -206,18 +189,9 @@ class RunStore:
         for p in self.path.glob(f"trial_*/level_*/*/{NEXT_CHECKPOINT}"):
             p.unlink()  # phase one never completed: the unit's checkpoint.pt is the consistent one
 
-    def _remove_stale_temporaries(self) -> None:
-        """Temporary files of a writer that was killed mid-write; safe to drop under the lock."""
-        for p in self.path.rglob(".*.tmp"):
-            try:
-                p.unlink()
-            except OSError:
-                pass
-
     def release_lock(self) -> None:
         if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            unlock_folder(self._lock_fd)
             self._lock_fd = None
 
     def __enter__(self) -> RunStore:
