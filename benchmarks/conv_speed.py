@@ -12,11 +12,11 @@ Arms (Conv-2, batch 60, Adam 2e-4, a layer-wise pruned mask at ~41% of the weigh
   alternative ``lth run`` does not take on the CPU (EnginePolicy.batch_convolutions_on_cpu).
 
 Evaluation: seconds per 1,000 images, the plain NCHW forward at batch 1,000 vs lth's evaluation
-(``evaluate_many`` on the unit's engine, in chunks of ``EnginePolicy.conv_eval_chunk``). The
-share of evaluation in a unit's wall time assumes the paper's protocol: every 100 iterations the
-validation split (5,000 images) and, with ``--test-eval every``, the test split (10,000); with
-``--test-eval best`` the test split only at new validation minima (``--test-fraction``, measured
-from a finished run's curves if ``--figure-run`` is given).
+(``evaluate_many`` on the unit's engine, in chunks of ``EnginePolicy.conv_eval_chunk_on(device)``:
+100 on the CPU, 1,000 on a GPU). The share of evaluation in a unit's wall time assumes the paper's
+protocol: every 100 iterations the validation split (5,000 images) and, with ``--test-eval every``,
+the test split (10,000); with ``--test-eval best`` the test split only at new validation minima
+(``--test-fraction``, measured from a finished run's curves if ``--figure-run`` is given).
 
     python benchmarks/conv_speed.py --data-dir ../shared/datasets --iterations 100 --threads 2
 """
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
               "repeats": args.repeats, "ms_per_unit_iteration": ms,
               "all_runs_ms": {k: [1000 * x for x in v] for k, v in t.items()},
               "eval_s_per_1000_images": ev, "test_fraction_best": frac, "eval_share_of_wall_time": shares}
-    chunk = EnginePolicy().conv_eval_chunk
+    chunk = EnginePolicy().conv_eval_chunk_on(args.device)
     gain = lambda k: f"{ev['plain_fp32'] / ev[k]:.2f}x"  # noqa: E731
     x = lambda k: f"{ms[k]:.1f} ms ({ms['plain'] / ms[k]:.2f}x)"  # noqa: E731
     lines = [
@@ -242,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         f"| lth, one unit at a time, channels-last, bf16 (`--precision bf16`) | {x('lth_bf16')} |",
         f"| lth vmap, {args.vmap_units} units as grouped convolutions, fp32 (per unit) | {x('vmap')} |",
         "",
-        "A level's units train one after another, so their aggregate throughput is the one-unit speed-up.",
+        ("A level's units train one after another on the CPU (EnginePolicy.batch_convolutions_on_cpu), so "
+         "their aggregate throughput is the one-unit speed-up." if torch.device(args.device).type == "cpu" else
+         "On this device a level's units train together as one vmapped computation (`lth run`'s default "
+         "off the CPU), so their aggregate throughput is the vmap arm's."),
         "",
         "| evaluation, per 1,000 images | seconds |",
         "|---|---|",

@@ -443,6 +443,29 @@ def test_a_conv_unit_trains_channels_last_and_resumes_exactly(digits, optimizer)
     assert_same_training(*runs, rtol=1e-3, atol=1e-4)  # Adam scales tiny gradient differences up
 
 
+def test_the_conv_evaluation_chunk_is_the_cpu_cache_size_on_the_cpu_and_larger_on_a_gpu():
+    pol = EnginePolicy(conv_eval_chunk=64, conv_eval_chunk_gpu=2000)
+    assert pol.conv_eval_chunk_on("cpu") == 64
+    assert pol.conv_eval_chunk_on(torch.device("cuda")) == 2000  # constructing the device needs no GPU
+    assert pol.conv_eval_chunk_on("mps") == 2000
+    with pytest.raises(ValueError, match="conv_eval_chunk_gpu"):
+        EnginePolicy(conv_eval_chunk_gpu=0)
+
+
+def test_vmapped_conv_units_evaluate_in_the_policys_chunks_with_the_same_results(digits):
+    units = [equal_count_unit(s, 0.5, "conv2") for s in (4, 5)]
+    eng = make_engine(units[0][0], [state_of(m) for m, _ in units], [k for _, k in units], "cpu",
+                      engine="vmap", policy=EnginePolicy(conv_eval_chunk=64))
+    assert eng.eval_chunk_limit == 64
+    assert make_engine(mlp(), [state_of(mlp())] * 2, [{}] * 2, "cpu", engine="vmap").eval_chunk_limit is None
+    loss, acc = evaluate_many(eng, eval_chunks(eng, digits.test_x, digits.test_y, 10_000))
+    whole = make_engine(units[0][0], [state_of(m) for m, _ in units], [k for _, k in units], "cpu",
+                        engine="vmap", policy=EnginePolicy(conv_eval_chunk=100_000))
+    ref_loss, ref_acc = evaluate_many(whole, eval_chunks(whole, digits.test_x, digits.test_y, 10_000))
+    assert torch.equal(torch.as_tensor(acc), torch.as_tensor(ref_acc))
+    assert torch.allclose(torch.as_tensor(loss), torch.as_tensor(ref_loss), rtol=1e-5)
+
+
 def test_a_conv_unit_evaluates_in_cache_sized_chunks_with_the_same_results(digits):
     m, mask = equal_count_unit(4, 0.5, "conv2")
     eng = make_engine(m, [state_of(m)], [mask], "cpu", policy=EnginePolicy(conv_eval_chunk=64))

@@ -57,7 +57,7 @@ class ModuleEngine(Engine):
         conv = convolutional(self.model)
         self.channels_last = policy.channels_last and conv
         if conv:
-            self.eval_chunk_limit = policy.conv_eval_chunk
+            self.eval_chunk_limit = policy.conv_eval_chunk_on(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         params = dict(self.model.named_parameters())

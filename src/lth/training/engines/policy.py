@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class EnginePolicy:
@@ -37,13 +39,17 @@ class EnginePolicy:
     channels_last: bool = True
     # Units of a convolutional model train one at a time on the CPU: vmap turns N units'
     # convolutions into one grouped convolution, which oneDNN ran slower per unit than N separate
-    # ones (benchmarks/conv_speed.py). On a GPU, grouped convolutions are measured by
-    # benchmarks/gpu.sh before this changes.
+    # ones (benchmarks/conv_speed.py). On a GPU they train together: 8 vmapped Conv-2 units ran
+    # 3.7-4.5x the plain loop's aggregate throughput on an H100 (docs/PERFORMANCE.md, "GPU").
     batch_convolutions_on_cpu: bool = False
-    # Convolutional models evaluate 100 images at a time: Conv-2's 64-channel 28x28 activations of
-    # 100 images stay in cache, and its evaluation ran 1.3x (fp32) and 2.2x (bf16) faster than in
-    # chunks of 1,000 (docs/PERFORMANCE.md, "Convolutional networks").
+    # Convolutional models evaluate 100 images at a time on the CPU: Conv-2's 64-channel 28x28
+    # activations of 100 images stay in cache, and its evaluation ran 1.3x (fp32) and 2.2x (bf16)
+    # faster than in chunks of 1,000 (docs/PERFORMANCE.md, "Convolutional networks").
     conv_eval_chunk: int = 100
+    # On a GPU there is no cache to fit: in chunks of 100, Conv-2's evaluation on an H100 waited
+    # on kernel launches and ran 3.8x slower than a plain forward of 1,000 (docs/PERFORMANCE.md,
+    # "GPU"). 1,000 images per unit per chunk keep a vmapped group's activations to a few GB.
+    conv_eval_chunk_gpu: int = 1000
 
     def __post_init__(self) -> None:
         for name in ("compact_below", "sparse_forward_below", "sparse_eval_below", "sparse_grad_below",
@@ -54,10 +60,16 @@ class EnginePolicy:
         for name in ("channels_last", "batch_convolutions_on_cpu"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"EnginePolicy.{name} = {getattr(self, name)!r}: must be True or False")
-        for name in ("sparse_min_weights", "sparse_eval_chunk", "dense_eval_chunk", "conv_eval_chunk"):
+        for name in ("sparse_min_weights", "sparse_eval_chunk", "dense_eval_chunk", "conv_eval_chunk",
+                     "conv_eval_chunk_gpu"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v > 0):
                 raise ValueError(f"EnginePolicy.{name} = {v!r}: must be a positive integer")
+
+    def conv_eval_chunk_on(self, device: str | torch.device) -> int:
+        """The most images a convolutional model evaluates at once on ``device``:
+        :attr:`conv_eval_chunk` on the CPU, :attr:`conv_eval_chunk_gpu` elsewhere."""
+        return self.conv_eval_chunk if torch.device(device).type == "cpu" else self.conv_eval_chunk_gpu
 
 
 #: Every kernel dense (no compact storage, no sparse products): the reference arm of the A/Bs.

@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from ..precision import autocast
-from .base import StackedEngine
+from .base import StackedEngine, convolutional
 
 
 def supports_batching(model: nn.Module) -> bool:
@@ -36,6 +36,8 @@ class VmapEngine(StackedEngine):
         if not supports_batching(template):
             raise ValueError(f"{type(template).__name__} has BatchNorm or dropout; "
                              "train its units one at a time")
+        if convolutional(template):  # several units' activations per chunk: EnginePolicy
+            self.eval_chunk_limit = self.policy.conv_eval_chunk_on(self.device)
         for p in self.params.values():
             p.requires_grad_(True)
         self.opt_params = [self.params[k] for k in self.param_names]
