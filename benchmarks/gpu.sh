@@ -6,7 +6,11 @@
 #      (benchmarks/conv_speed.py --device cuda);
 #   2. the LeNet-300-100 figure's per-level throughput: one trial of the figure's levels 0-2 with
 #      its three branches (lth run, shortened to 5,000 iterations), wall time per level;
-#   3. a short Conv-2 IMP run (lth run, 1,000 iterations, 2 levels, 3 branches).
+#   3. a short Conv-2 IMP run (lth run, 1,000 iterations, 2 levels, 3 branches);
+#   4. lenet_full: levels 0-2 of the LeNet-300-100 figure at the paper's full protocol (5 trials,
+#      50,000 iterations, 3 branches: 35 units), to compare per-level wall time and the numbers with
+#      the CPU run of the same figure (benchmarks/results/lenet_figure).
+# GPU_STEPS picks steps (default: "conv_speed lenet_levels conv2_imp"; lenet_full takes about 2 min).
 #
 # Data: the MNIST and Fashion-MNIST files must travel with the working tree, because ../shared
 # does not; copy them first (here, on the CPU machine):
@@ -29,8 +33,10 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 } > "$RES/machine.txt" 2>&1
 cat "$RES/machine.txt"
 
+STEPS=" ${GPU_STEPS:-conv_speed lenet_levels conv2_imp} "
 step() {  # name, limit in seconds, command...
   local name=$1 limit=$2; shift 2
+  [[ $STEPS == *" $name "* ]] || return 0
   local t0=$SECONDS rc=0
   timeout "$limit" "$@" > "$RES/$name.log" 2>&1 || rc=$?
   printf '%s\texit %s\t%s s\n' "$name" "$rc" "$((SECONDS - t0))" | tee -a "$RES/steps.tsv"
@@ -48,6 +54,9 @@ step conv2_imp 150 $PY -m lth run --preset conv2-cifar10 --set name=conv2-fashio
   --set data.dataset=fashion-mnist --data-dir "$DATA" --device cuda --iterations 1000 --levels 2 \
   --trials 1 --branches ticket,reinit,random_mask --test-eval best --out "$RES/runs" --quiet
 
+step lenet_full 240 $PY -m lth run --preset lenet300-mnist --data-dir "$DATA" --device cuda \
+  --trials 5 --levels 2 --branches ticket,reinit,random_mask --test-eval best --out "$RES/runs" --quiet
+
 # per-unit wall times of both runs, from their result records
 $PY - "$RES" <<'EOF' | tee "$RES/runs.md"
 import json, sys
@@ -62,4 +71,6 @@ for f in sorted(res.glob("runs/*/trial_*/level_*/*/result.json")):
           f"{rec.get('train_seconds', float('nan')):.1f} | {rec.get('early_stop_iteration', '?')} | "
           f"{rec.get('early_stop_test_accuracy', float('nan')):.4f} |")
 EOF
+# the runs' records (no weights), in one file: $OUT brings back 8 files, 2 folders deep
+(cd "$RES" && find runs -name '*.json' -print0 | tar czf runs_records.tgz --null -T -) || true
 rm -rf "$RES/runs"/*/trial_*/level_*/*/*.pt "$RES/runs"/*/trial_*/*.pt "$RES/runs"/*/trial_*/level_*/*.pt 2>/dev/null || true
