@@ -58,12 +58,15 @@ def describe_machine(device: str | torch.device = "cpu") -> str:
 
 
 def software_versions() -> str:
-    """The versions a result depends on: lth, torch (with its build, e.g. +cpu) and Python."""
-    try:
-        from importlib.metadata import PackageNotFoundError, version
+    """The versions a result depends on: lth, torch (with its build, e.g. +cpu) and Python. lth
+    run from a source tree without installing it (PYTHONPATH=src) names its own version so."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         lth = version("lth")
-    except (ImportError, PackageNotFoundError):
-        lth = "unknown"
+    except PackageNotFoundError:
+        from .. import __version__
+
+        lth = f"{__version__} (not installed)"
     py = ".".join(str(v) for v in sys.version_info[:3])
     return f"lth {lth}, torch {torch.__version__}, Python {py}, {platform.system() or 'unknown OS'}"
