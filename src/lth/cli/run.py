@@ -65,7 +65,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      "statistically, not always bitwise). Not part of the configuration's identity")
     run.add_argument("--precision", choices=("fp32", "bf16"),
                      help="matrix-product precision: fp32 (the paper's, default) or bf16 (bfloat16 "
-                     "products, float32 weights/optimizer/loss; fast on CPUs with AMX and on GPUs). "
+                     "products, float32 weights/optimizer/loss; fast on CPUs with AVX512-BF16/AMX; no gain for the "
+                     "paper's small networks on a GPU, whose steps are launch-bound). "
                      "Part of the configuration: a bf16 run gets its own run directory")
     run.add_argument("--deterministic", action="store_true", default=None,
                      help="use PyTorch's deterministic algorithms (for bit-reproducible GPU runs; "
