@@ -10,7 +10,9 @@
 #   4. lenet_full: levels 0-2 of the LeNet-300-100 figure at the paper's full protocol (5 trials,
 #      50,000 iterations, 3 branches: 35 units), to compare per-level wall time and the numbers with
 #      the CPU run of the same figure (benchmarks/results/lenet_figure).
-# GPU_STEPS picks steps (default: "conv_speed lenet_levels conv2_imp"; lenet_full takes about 2 min).
+#   5. cuda_tests: tests/training/test_cuda.py, the CUDA path's tests that CI (no GPU) skips.
+# GPU_STEPS picks steps (default: "cuda_tests conv_speed lenet_levels conv2_imp"; lenet_full takes
+# about 3 min).
 #
 # Data: the MNIST and Fashion-MNIST files must travel with the working tree, because ../shared
 # does not; copy them first (here, on the CPU machine):
@@ -33,7 +35,7 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 } > "$RES/machine.txt" 2>&1
 cat "$RES/machine.txt"
 
-STEPS=" ${GPU_STEPS:-conv_speed lenet_levels conv2_imp} "
+STEPS=" ${GPU_STEPS:-cuda_tests conv_speed lenet_levels conv2_imp} "
 step() {  # name, limit in seconds, command...
   local name=$1 limit=$2; shift 2
   [[ $STEPS == *" $name "* ]] || return 0
@@ -42,6 +44,8 @@ step() {  # name, limit in seconds, command...
   printf '%s\texit %s\t%s s\n' "$name" "$rc" "$((SECONDS - t0))" | tee -a "$RES/steps.tsv"
   tail -25 "$RES/$name.log"
 }
+
+step cuda_tests 120 $PY -m pytest -q -p no:cacheprovider tests/training/test_cuda.py -rs
 
 step conv_speed 150 $PY benchmarks/conv_speed.py --device cuda --data-dir "$DATA" --iterations 200 \
   --repeats 2 --vmap-units 8 --test-fraction 0.2 --results "$RES"

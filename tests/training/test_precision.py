@@ -1,5 +1,5 @@
 """Numeric modes (lth.training.precision): bf16 matrix products and flushing denormals, both of
-which trade nothing reported for speed."""
+which trade nothing reported for speed; IEEE fp32 (no TF32) while training in fp32 on a GPU."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from lth.config import TrainConfig
 from lth.training import UnitInput, train, train_many
+from lth.training.precision import ieee_fp32_on_gpu
 
 from .units import equal_count_unit, mlp, state_of, states_of
 
@@ -72,3 +73,28 @@ def test_flush_denormals_leaves_a_short_runs_numbers_unchanged(digits):
     for a, b in zip(plain, flushed):
         assert [(h.iteration, h.val_loss, h.test_accuracy) for h in a.history] == \
             [(h.iteration, h.val_loss, h.test_accuracy) for h in b.history]
+
+
+def _tf32_state():
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def test_fp32_on_a_gpu_switches_tf32_off_while_training_and_restores_it_after():
+    before = _tf32_state()
+    with ieee_fp32_on_gpu(torch.device("cuda"), "fp32"):  # the switches are settable without a GPU
+        inside = _tf32_state()
+    assert inside in (("ieee", "ieee"), (False, False))
+    assert _tf32_state() == before
+    with pytest.raises(RuntimeError), ieee_fp32_on_gpu(torch.device("cuda"), "fp32"):
+        raise RuntimeError("training failed")
+    assert _tf32_state() == before
+
+
+@pytest.mark.parametrize("device, precision", [("cpu", "fp32"), ("cuda", "bf16")])
+def test_tf32_switches_are_untouched_on_the_cpu_and_in_bf16(device, precision):
+    before = _tf32_state()
+    with ieee_fp32_on_gpu(torch.device(device), precision):
+        assert _tf32_state() == before

@@ -55,7 +55,7 @@ from .engines import EnginePolicy, make_engine
 from .engines.module import LossFn, StepFn
 from .evaluation import eval_chunks, evaluate_many, needs_test
 from .optimizers import make_optimizer
-from .precision import denormals_flushed
+from .precision import denormals_flushed, ieee_fp32_on_gpu
 from .schedule import epoch_permutation, iterations_per_epoch, learning_rate
 from .state import (
     EvalPoint,
@@ -131,7 +131,7 @@ def train_many(
     augmentation.check_augment(augment)
     if not units:
         return []
-    with denormals_flushed(flush_denormals):
+    with denormals_flushed(flush_denormals), ieee_fp32_on_gpu(splits.train_x.device, cfg.precision):
         return _train_many(model, units, splits, cfg, start_step=start_step, eval_batch_size=eval_batch_size,
                            checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint,
                            capture_steps=capture_steps, on_capture=on_capture,

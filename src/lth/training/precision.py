@@ -1,4 +1,5 @@
-"""Numeric modes of a training run: bf16 matrix products and flushing denormals on the CPU."""
+"""Numeric modes of a training run: bf16 matrix products, full fp32 on a GPU, and flushing denormals
+on the CPU."""
 
 from __future__ import annotations
 
@@ -29,3 +30,33 @@ def denormals_flushed(enabled: bool):
         yield
     finally:
         torch.set_flush_denormal(False)
+
+
+@contextmanager
+def ieee_fp32_on_gpu(device: torch.device, precision: str):
+    """fp32 means fp32 on a GPU too. PyTorch runs cuDNN convolutions in TF32 by default on
+    Ampere and later GPUs (10-bit mantissa products); a Conv-2 unit trained on an H100 that way
+    drifted from the same unit on the CPU by more than float rounding (tests/training/test_cuda.py).
+    While training in ``fp32`` on CUDA, convolutions and matrix products use IEEE fp32; the
+    previous settings are restored on exit (they are process-wide in PyTorch)."""
+    if torch.device(device).type != "cuda" or precision != "fp32":
+        yield
+        return
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        switches = [conv, torch.backends.cuda.matmul]
+        saved = [sw.fp32_precision for sw in switches]
+        for sw in switches:
+            sw.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for sw, v in zip(switches, saved):
+                sw.fp32_precision = v
+        return
+    saved_old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_old

@@ -40,7 +40,8 @@ class EnginePolicy:
     # Units of a convolutional model train one at a time on the CPU: vmap turns N units'
     # convolutions into one grouped convolution, which oneDNN ran slower per unit than N separate
     # ones (benchmarks/conv_speed.py). On a GPU they train together: 8 vmapped Conv-2 units ran
-    # 3.7-4.5x the plain loop's aggregate throughput on an H100 (docs/PERFORMANCE.md, "GPU").
+    # 1.7x the plain loop's aggregate throughput on an H100 in IEEE fp32, 3.7-4.5x with TF32
+    # convolutions (docs/PERFORMANCE.md, "GPU").
     batch_convolutions_on_cpu: bool = False
     # Convolutional models evaluate 100 images at a time on the CPU: Conv-2's 64-channel 28x28
     # activations of 100 images stay in cache, and its evaluation ran 1.3x (fp32) and 2.2x (bf16)
