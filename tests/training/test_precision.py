@@ -98,3 +98,14 @@ def test_tf32_switches_are_untouched_on_the_cpu_and_in_bf16(device, precision):
     before = _tf32_state()
     with ieee_fp32_on_gpu(torch.device(device), precision):
         assert _tf32_state() == before
+
+
+def test_a_forward_pass_in_fp32_on_a_gpu_runs_without_tf32():
+    from lth.training import autocast
+
+    before = _tf32_state()
+    with autocast(torch.device("cuda"), "fp32"):
+        assert _tf32_state() in (("ieee", "ieee"), (False, False))
+    with autocast(torch.device("cpu"), "bf16"):
+        assert torch.is_autocast_enabled("cpu") and _tf32_state() == before
+    assert _tf32_state() == before

@@ -8,9 +8,14 @@ from contextlib import contextmanager
 import torch
 
 
+@contextmanager
 def autocast(device: torch.device, precision: str):
-    """bfloat16 matrix products (float32 weights and loss) for ``precision == "bf16"``."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    """A forward pass in ``precision``: bfloat16 matrix products (float32 weights and loss) for
+    ``"bf16"``; IEEE fp32 for ``"fp32"``, also on a GPU (:func:`ieee_fp32_on_gpu`), so evaluations
+    outside a training run (the instability analysis's path) compute like training."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"), \
+            ieee_fp32_on_gpu(device, precision):
+        yield
 
 
 @contextmanager
