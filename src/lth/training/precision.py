@@ -40,10 +40,11 @@ def denormals_flushed(enabled: bool):
 @contextmanager
 def ieee_fp32_on_gpu(device: torch.device, precision: str):
     """fp32 means fp32 on a GPU too. PyTorch runs cuDNN convolutions in TF32 by default on
-    Ampere and later GPUs (10-bit mantissa products); a Conv-2 unit trained on an H100 that way
-    drifted from the same unit on the CPU by more than float rounding (tests/training/test_cuda.py).
-    While training in ``fp32`` on CUDA, convolutions and matrix products use IEEE fp32; the
-    previous settings are restored on exit (they are process-wide in PyTorch)."""
+    Ampere and later GPUs: products keep 10 of fp32's 23 mantissa bits, so a run labelled fp32
+    would not compute the paper's arithmetic, nor what the CPU computes. While training or
+    evaluating in ``fp32`` on CUDA, convolutions and matrix products use IEEE fp32 (on an H100
+    this made vmapped Conv-2 units about 3x slower: docs/PERFORMANCE.md, "GPU"); the previous
+    settings are restored on exit (they are process-wide in PyTorch)."""
     if torch.device(device).type != "cuda" or precision != "fp32":
         yield
         return
