@@ -125,3 +125,25 @@ def test_without_matplotlib_every_figure_entry_is_one_report_error_naming_the_in
     with pytest.raises(ReportError, match="figures need matplotlib"):
         save_figure(object(), tmp_path / "f", ("png",))
     assert not list(tmp_path.glob("f*"))
+
+
+# ------------------------------------------------------------- the training curves' accuracy axis
+
+
+def test_the_accuracy_axis_zooms_past_the_untrained_network():
+    from lth.report.paper import accuracy_limits
+
+    # iteration 0 at 10%, then 96-98.5%: the axis starts just below the trained range
+    curves = [([0, 100, 1000, 5000, 50000], [10.0, 90.0, 96.0, 98.0, 98.2]),
+              ([0, 1000, 50000], [11.0, 97.0, 98.5])]
+    lo, hi = accuracy_limits(curves, after=0.02)  # from iteration 1,000 on
+    span = 98.5 - 96.0
+    assert lo == pytest.approx(96.0 - 0.05 * span) and hi == pytest.approx(98.5 + 0.05 * span)
+    assert accuracy_limits(curves, after=0.0)[0] == pytest.approx(10.0 - 0.05 * 88.5)
+
+
+def test_the_accuracy_axis_keeps_a_margin_for_flat_curves_and_leaves_empty_ones_to_matplotlib():
+    from lth.report.paper import accuracy_limits
+
+    assert accuracy_limits([([0, 100], [97.0, 97.0])], after=0.5) == pytest.approx((96.9, 97.1))
+    assert accuracy_limits([([], [])]) is None

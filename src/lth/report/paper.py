@@ -118,6 +118,27 @@ def _curve(series: list[list[dict]], field: str) -> tuple[list[int], list[float]
             [scale * max(at[i]) for i in its])
 
 
+#: The test-accuracy panel of the training curves zooms in on training after this fraction of its
+#: iterations: the untrained network's 10% would otherwise squash the curves into a line at the
+#: top, where the paper's Fig. 3 shows the differences between levels.
+ZOOM_AFTER = 0.02
+
+
+def accuracy_limits(curves: Sequence[tuple[Sequence[int], Sequence[float]]],
+                    after: float = ZOOM_AFTER) -> tuple[float, float] | None:
+    """The y range of the test-accuracy panel: from the lowest value at or after ``after`` of the
+    last iteration to the highest value, with 5% of the span (at least 0.1 points) as margin.
+    None when no curve has a point there (then matplotlib chooses)."""
+    last = max((its[-1] for its, _ in curves if its), default=0)
+    late = [v for its, vals in curves for i, v in zip(its, vals) if i >= after * last]
+    every = [v for _, vals in curves for v in vals]
+    if not late:
+        return None
+    lo, hi = min(late), max(every)
+    pad = max(0.05 * (hi - lo), 0.1)
+    return lo - pad, hi + pad
+
+
 def curves_figure(run: RunData, out_base: Path, levels: Sequence[int] | None = None, branch: str = "ticket",
                   formats: Sequence[str] = FORMATS) -> list[Path]:
     """The paper's Fig. 3 for one run (module docstring). ``levels``: which levels (default
@@ -132,6 +153,7 @@ def curves_figure(run: RunData, out_base: Path, levels: Sequence[int] | None = N
     weights = {r.level: r.weights_remaining for r in run.rows}
     cmap = plt.get_cmap("viridis")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    accuracy_curves = []
     for j, lv in enumerate(levels):
         b = "ticket" if lv == 0 else branch
         series = [ev for (t, level, br), ev in sorted(run.curves.items()) if level == lv and br == b]
@@ -139,12 +161,19 @@ def curves_figure(run: RunData, out_base: Path, levels: Sequence[int] | None = N
         label = f"{100 * weights.get(lv, 1.0):.3g}%" + (" (dense)" if lv == 0 else "")
         for ax, field in zip(axes, ("test_accuracy", "val_loss")):
             its, mean, lo, hi = _curve(series, field)
+            if field == "test_accuracy":
+                accuracy_curves.append((its, mean))
             sparse = len(its) < 0.5 * max(len(ev) for ev in series)  # test measured only at new minima
             ax.plot(its, mean, color=color, lw=1.2, marker="o" if sparse else None, ms=3, label=label)
             if len(series) > 1:
                 ax.fill_between(its, lo, hi, color=color, alpha=0.2, lw=0)
     axes[1].set_yscale("log")  # the first evaluations' loss would flatten the rest of the curve
-    for ax, ylabel in zip(axes, ("test accuracy (%)", "validation loss (log scale)")):
+    limits = accuracy_limits(accuracy_curves)
+    accuracy_label = "test accuracy (%)"
+    if limits is not None and min(v for _, vals in accuracy_curves for v in vals) < limits[0]:
+        axes[0].set_ylim(*limits)
+        accuracy_label = f"test accuracy (%; first {100 * ZOOM_AFTER:g}% of training below)"
+    for ax, ylabel in zip(axes, (accuracy_label, "validation loss (log scale)")):
         ax.set_xlabel("training iteration")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
