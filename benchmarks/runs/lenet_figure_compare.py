@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_upto = [r for r in ref if r["level"] <= levels]
     mine, theirs = rows(paper_comparison(run, levels)), rows(paper_comparison(ref_upto, levels))
     machines = sorted({r.get("machine", "?") for r in run})
+    points = {n: {"paper": (mine.get(n) or theirs[n])[0], "this_run": mine.get(n, ("", None))[1],
+                  "recorded": theirs.get(n, ("", None))[1]} for n in dict.fromkeys([*theirs, *mine])}
 
     lines = [
         f"# {args.run_dir.name} against the recorded figure run",
@@ -66,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         "| reference point | paper | this run | recorded run |",
         "|---|---|---|---|",
     ]
-    for name in dict.fromkeys([*theirs, *mine]):
-        paper = (mine.get(name) or theirs[name])[0]
-        lines.append(f"| {name} | {paper} | {mine.get(name, ('', '-'))[1]} | {theirs.get(name, ('', '-'))[1]} |")
+    for name, p in points.items():
+        lines.append(f"| {name} | {p['paper']} | {p['this_run'] or '-'} | {p['recorded'] or '-'} |")
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.results:
@@ -76,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.results / "compare.md").write_text(text)
         summary = {"run_dir": str(args.run_dir), "units": len(run), "units_in_both": len(shared),
                    "identical_units": len(same), "early_stop_test_accuracy_diff_points": diffs,
-                   "reference_points": {n: {"paper": p, "this_run": mine.get(n, ("", None))[1],
-                                            "recorded": theirs.get(n, ("", None))[1]}
-                                        for n, p in ((n, (mine.get(n) or theirs[n])[0])
-                                                     for n in dict.fromkeys([*theirs, *mine]))}}
+                   "reference_points": points}
         (args.results / "compare.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 

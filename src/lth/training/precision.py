@@ -50,19 +50,14 @@ def ieee_fp32_on_gpu(device: torch.device, precision: str):
         return
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
-        switches = [conv, torch.backends.cuda.matmul]
-        saved = [sw.fp32_precision for sw in switches]
-        for sw in switches:
-            sw.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            for sw, v in zip(switches, saved):
-                sw.fp32_precision = v
-        return
-    saved_old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        switches = [(conv, "fp32_precision", "ieee"), (torch.backends.cuda.matmul, "fp32_precision", "ieee")]
+    else:
+        switches = [(torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
+    saved = [getattr(owner, name) for owner, name, _ in switches]
+    for owner, name, value in switches:
+        setattr(owner, name, value)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_old
+        for (owner, name, _), value in zip(switches, saved):
+            setattr(owner, name, value)
