@@ -332,9 +332,11 @@ def _edit(meta: dict[str, str], edit: tuple) -> None:
         _, index, key, value = edit
         try:
             layers = json.loads(meta["layers"])
-            name = sorted(layers)[index % len(layers)]
-        except (KeyError, ValueError, TypeError, AttributeError, ZeroDivisionError):
-            return  # an earlier edit already broke "layers"
+        except (KeyError, ValueError, TypeError):
+            return  # an earlier edit deleted "layers" or made it invalid JSON
+        if not isinstance(layers, dict) or not layers:
+            return  # an earlier edit made it valid JSON of another shape (a string "0" sorts as ["0"])
+        name = sorted(layers)[index % len(layers)]
         if key is None:
             layers[name] = value
         elif not isinstance(layers[name], dict):
